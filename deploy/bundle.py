@@ -1,0 +1,64 @@
+"""Write a self-describing bundle: ``model.onnx``, ``model.json``, optional engine + sidecar, ``SHA256SUMS``.
+
+The bundle is assembled in a temporary folder beside the destination and renamed into place at the end,
+so a crash never leaves a half-written bundle behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from deploy.errors import InputFileError
+from deploy.fileio import sha256_file, write_json, write_text
+from deploy.intake import load_onnx_checked
+from deploy.runtime.bundle import BUNDLE_FORMAT, META_FILE, SUMS_FILE
+
+
+def write_bundle(out_dir: str | os.PathLike, model_path: str | os.PathLike, meta: dict,
+                 extra_files: list[str | os.PathLike] = ()) -> Path:
+    """Copy ``model_path`` (and ``extra_files``) into ``out_dir`` with ``model.json`` and ``SHA256SUMS``.
+
+    ``meta`` must hold ``input`` (``name``, ``shape``, ``dtype``, ``layout``); ``normalization``,
+    ``labels``, ``precision``, ``metrics`` and ``producer`` are recommended.
+
+    Example:
+        >>> write_bundle("bundle", "student.onnx", {"input": {...}, "labels": [...]})  # doctest: +SKIP
+    """
+    out_dir = Path(out_dir)
+    model_path = Path(model_path)
+    load_onnx_checked(model_path)
+    if "input" not in meta:
+        raise InputFileError("bundle metadata lacks 'input' (name, shape, dtype, layout)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        shutil.copyfile(model_path, staging / "model.onnx")
+        names = ["model.onnx"]
+        for extra in extra_files:
+            extra = Path(extra)
+            shutil.copyfile(extra, staging / extra.name)
+            names.append(extra.name)
+        full_meta = {"bundle_format": BUNDLE_FORMAT, "model": "model.onnx", **meta}
+        write_json(staging / META_FILE, full_meta)
+        names.append(META_FILE)
+        sums = "".join(f"{sha256_file(staging / n)}  {n}\n" for n in sorted(names))
+        write_text(staging / SUMS_FILE, sums)
+        _replace_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Swap ``src`` into ``dst``; the old ``dst`` (if any) is removed only after the swap."""
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)

@@ -1,0 +1,108 @@
+"""Atomic file writes and checksums: the only way edgekd writes a file.
+
+Every writer goes through :func:`atomic_write`: the bytes go to a temporary file in the same folder, are
+flushed and fsync'ed, then renamed over the destination. A crash at any point leaves the old file or the
+new one, never a torn one. ``ENOSPC``/``EFBIG`` become a :class:`ResourceError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from deploy.errors import ResourceError
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temp file beside ``path``; on clean exit flush, fsync and rename it over ``path``.
+
+    Example:
+        >>> with atomic_write("out.json", "w") as f:  # doctest: +SKIP
+        ...     f.write("{}")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        _discard(tmp)
+        if exc.errno in _DISK_ERRNOS:
+            raise ResourceError(f"could not write {path}: {exc.strerror}",
+                                hint="free disk space or choose another --out folder") from None
+        raise
+    except BaseException:
+        _discard(tmp)
+        raise
+
+
+def atomic_write_via(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path:
+    """Let ``writer(tmp_path)`` write a file (for libraries that want a path), then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(Path(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        _discard(tmp)
+        if exc.errno in _DISK_ERRNOS:
+            raise ResourceError(f"could not write {path}: {exc.strerror}",
+                                hint="free disk space or choose another --out folder") from None
+        raise
+    except BaseException:
+        _discard(tmp)
+        raise
+    return path
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def _discard(tmp: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)

@@ -1,0 +1,141 @@
+"""ONNX Runtime on the device: a session factory that reports provider fallback, and a runner.
+
+Imports numpy and onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deploy.errors import UsageError, require
+
+log = logging.getLogger(__name__)
+
+#: Short names users type, mapped to ONNX Runtime provider names.
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "dml": "DmlExecutionProvider",
+}
+GRAPH_OPT = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+             "all": "ORT_ENABLE_ALL"}
+
+
+@dataclass
+class SessionInfo:
+    """What really runs: the providers asked for, those active, and any fallback (never silent)."""
+
+    requested: list[str]
+    active: list[str]
+    fallback: list[str] = field(default_factory=list)
+    threads: int | None = None
+    graph_optimization: str = "all"
+
+
+def ort_module():
+    return require("onnxruntime", "ort", "running ONNX models")
+
+
+def resolve_providers(names: list[str] | str | None) -> list[str]:
+    """Map short names (``cpu``, ``cuda``...) or full names to ORT provider names, CPU always last."""
+    if names is None or names == "" or names == []:
+        return ["CPUExecutionProvider"]
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n]
+    out = []
+    for name in names:
+        full = PROVIDERS.get(name.lower(), name)
+        if not full.endswith("ExecutionProvider"):
+            raise UsageError(f"unknown execution provider '{name}'",
+                             hint=f"use one of {sorted(set(PROVIDERS))} or a full ORT provider name")
+        out.append(full)
+    if "CPUExecutionProvider" not in out:
+        out.append("CPUExecutionProvider")
+    return out
+
+
+def create_session(model: str | os.PathLike | bytes, providers=None, threads: int | None = None,
+                   graph_optimization: str = "all", optimized_model_path: str | os.PathLike | None = None):
+    """Create an ``InferenceSession`` and say which providers really run.
+
+    Example:
+        >>> sess, info = create_session("model.onnx", providers="cuda")  # doctest: +SKIP
+        >>> info.fallback   # ['CUDAExecutionProvider'] when CUDA is not available here
+    """
+    ort = ort_module()
+    requested = resolve_providers(providers)
+    available = set(ort.get_available_providers())
+    usable = [p for p in requested if p in available]
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    if graph_optimization not in GRAPH_OPT:
+        raise UsageError(f"unknown graph optimization level '{graph_optimization}'",
+                         hint=f"use one of {list(GRAPH_OPT)}")
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPT[graph_optimization])
+    if optimized_model_path:
+        opts.optimized_model_filepath = str(optimized_model_path)
+    opts.log_severity_level = 3
+    src = model if isinstance(model, bytes) else str(model)
+    session = ort.InferenceSession(src, sess_options=opts, providers=usable)
+    active = list(session.get_providers())
+    fallback = [p for p in requested if p not in active]
+    info = SessionInfo(requested, active, fallback, threads, graph_optimization)
+    if fallback:
+        log.warning("execution provider(s) %s not used (available here: %s); running on %s",
+                    fallback, sorted(available), active)
+    return session, info
+
+
+class OnnxrtRunner:
+    """Polygraphy-style runner: ``with OnnxrtRunner(path) as r: r.infer({"input": x})``."""
+
+    def __init__(self, model, providers=None, threads: int | None = None, graph_optimization: str = "all"):
+        self.model, self.providers, self.threads, self.graph_optimization = (
+            model, providers, threads, graph_optimization)
+        self.session = None
+        self.info: SessionInfo | None = None
+
+    def __enter__(self) -> OnnxrtRunner:
+        self.session, self.info = create_session(self.model, self.providers, self.threads,
+                                                 self.graph_optimization)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.session = None
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.session.get_inputs()]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self.session.run(None, feed)
+        return dict(zip(self.output_names, outs))
+
+
+def onnxruntime_version() -> str | None:
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime.__version__
+
+
+def model_size_bytes(path: str | os.PathLike) -> int:
+    """Size of an ONNX file plus any external-data files next to it."""
+    path = Path(path)
+    return path.stat().st_size

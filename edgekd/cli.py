@@ -1,0 +1,97 @@
+"""``edgekd`` command line: thin subcommands over the Python API.
+
+Errors: one line ``error: …`` (and ``hint: …``) on stderr, exit code from :mod:`deploy.errors`; the
+traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from edgekd import __version__
+
+#: name → module in edgekd.commands (each has HELP, add_arguments, main)
+COMMANDS = ["run", "distill", "export", "quantize", "engine", "bundle", "bench", "report", "verify"]
+
+EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad usage/recipe, 3 bad input file, 4 unsafe input,
+5 verification failed, 6 training diverged, 7 missing package, 8 out of resources, 9 cannot resume.
+Docs: README.md. Run `edgekd COMMAND --help` for a command's options."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgekd", description="Teacher → distilled student → ONNX/INT8/TensorRT → benchmark → bundle.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"edgekd {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
+    common.add_argument("-v", "--verbose", action="store_true", help="show info logs from the library")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only results and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"edgekd.commands.{name.replace('-', '_')}")
+        p = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
+                           parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_main=module.main)
+    return parser
+
+
+def _configure_logging(args) -> None:
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    from rich.logging import RichHandler
+
+    handler = RichHandler(show_time=False, show_path=args.debug, markup=False, rich_tracebacks=False,
+                          console=_stderr_console())
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def report_error(exc: BaseException) -> int:
+    from deploy.errors import EdgekdError
+
+    err = _stderr_console()
+    if isinstance(exc, EdgekdError):
+        err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+        if exc.hint:
+            err.print(f"[yellow]hint:[/] {exc.hint}", markup=True, highlight=False)
+        return exc.exit_code
+    err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", markup=True, highlight=False)
+    err.print("[yellow]hint:[/] run again with --debug for the traceback and report it", markup=True)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args)
+    try:
+        return int(args._main(args) or 0)
+    except KeyboardInterrupt:
+        _stderr_console().print("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
+        from deploy.errors import EdgekdError, ResourceError
+
+        if isinstance(exc, OSError) and exc.errno in (28, 27, 122):
+            exc = ResourceError(f"{exc.strerror}: {exc.filename or ''}".strip(": "),
+                                hint="free disk space or choose another --out folder")
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        if not isinstance(exc, EdgekdError) and args.debug:
+            return 1
+        return report_error(exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""Data sources, registered by name, split into train/val/test with a fixed seed.
+
+Sources (``data.source`` in a recipe):
+* ``digits`` — scikit-learn's bundled 8×8 handwritten digits (no download);
+* ``torchvision:<Name>`` — a torchvision dataset (``CIFAR10``, ``FashionMNIST``, ``FakeData`` ...) with
+  ``data.root`` and ``data.download``;
+* ``imagefolder:<dir>`` (or ``imagefolder`` with ``data.root``) — one folder per class;
+* ``package.module:function`` — a user factory returning a dataset of ``(image_tensor, label)`` or a
+  dict with ``train``/``val``/``test`` datasets.
+
+Every dataset yields ``(x, y, index)`` so the teacher-output cache can look samples up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deploy.errors import InputFileError, UsageError
+
+log = logging.getLogger(__name__)
+_SOURCES: dict[str, Callable] = {}
+
+
+def register(name: str):
+    def deco(fn):
+        _SOURCES[name] = fn
+        return fn
+    return deco
+
+
+@dataclass
+class DataSplits:
+    """Train (maybe augmented), train_eval (same samples, eval transform), val and test datasets."""
+
+    train: object
+    train_eval: object
+    val: object
+    test: object
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    labels: list[str]
+    normalization: dict
+    identity: str
+    augmented: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class Indexed:
+    """Wrap a dataset so items are ``(x, y, index)``."""
+
+    def __init__(self, base, indices=None):
+        self.base = base
+        self.indices = np.arange(len(base)) if indices is None else np.asarray(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        x, y = self.base[int(self.indices[i])][:2]
+        return x, int(y), i
+
+
+class TensorSplit:
+    """An in-memory split: ``x`` normalised float tensor (N, C, H, W), ``y`` long tensor."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i]), i
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int):
+    """Per-class shuffled split; returns index arrays (train, val, test), each sorted."""
+    rng = np.random.default_rng(seed)
+    train, val, test = [], [], []
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        n_test, n_val = round(len(idx) * test_fraction), round(len(idx) * val_fraction)
+        test += list(idx[:n_test])
+        val += list(idx[n_test:n_test + n_val])
+        train += list(idx[n_test + n_val:])
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+def _identity(*parts) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
+@register("digits")
+def _digits(cfg, seed: int) -> DataSplits:
+    import torch
+    from sklearn.datasets import load_digits
+
+    ds = load_digits()
+    x = ds.images.astype(np.float32)[:, None]  # (N, 1, 8, 8), values 0..16
+    y = ds.target.astype(np.int64)
+    if cfg.limit:
+        x, y = x[:cfg.limit], y[:cfg.limit]
+    tr, va, te = stratified_split(y, cfg.val_fraction, cfg.test_fraction, seed)
+    scale = 1.0 / 16.0
+    mean = cfg.transforms.mean or [float((x[tr] * scale).mean())]
+    std = cfg.transforms.std or [float((x[tr] * scale).std())]
+    norm = {"scale": scale, "mean": mean, "std": std}
+    xn = torch.from_numpy((x * scale - mean[0]) / std[0])
+    yt = torch.from_numpy(y)
+    splits = [TensorSplit(xn[i], yt[i]) for i in (tr, va, te)]
+    if cfg.augment:
+        log.warning("data.augment is ignored for digits (8×8 images): no augmentation applied")
+    ident = _identity("digits", len(y), hashlib.sha256(x.tobytes()).hexdigest()[:16], tr.tolist()[:50],
+                      cfg.val_fraction, cfg.test_fraction, seed, mean, std)
+    return DataSplits(splits[0], splits[0], splits[1], splits[2], 10, (1, 8, 8),
+                      [str(i) for i in range(10)], norm, ident, augmented=False)
+
+
+def _image_transforms(cfg, channels: int, train: bool):
+    from torchvision import transforms as T
+
+    t = cfg.transforms
+    ops = []
+    if t.resize:
+        ops.append(T.Resize(t.resize))
+    if t.crop:
+        ops.append(T.RandomCrop(t.crop, padding=t.crop // 8) if train and cfg.augment else T.CenterCrop(t.crop))
+    if train and cfg.augment and t.flip:
+        ops.append(T.RandomHorizontalFlip())
+    mean = t.mean or [0.5] * channels
+    std = t.std or [0.5] * channels
+    ops += [T.ToTensor(), T.Normalize(mean, std)]
+    return T.Compose(ops), {"scale": 1.0 / 255.0, "mean": mean, "std": std}
+
+
+def _from_datasets(name: str, build: Callable, cfg, seed: int, has_test_split: bool) -> DataSplits:
+    """Common path for torchvision-style datasets. ``build(train: bool, transform)`` makes a dataset."""
+    probe = build(True, None)
+    first = probe[0][0]
+    channels = len(first.getbands()) if hasattr(first, "getbands") else int(np.shape(first)[0])
+    train_tf, norm = _image_transforms(cfg, channels, train=True)
+    eval_tf, _ = _image_transforms(cfg, channels, train=False)
+    full_train, full_eval = build(True, train_tf), build(True, eval_tf)
+    labels = np.asarray(_targets(full_eval))
+    if cfg.limit:
+        labels = labels[:cfg.limit]
+    test_frac = 0.0 if has_test_split else cfg.test_fraction
+    tr, va, te = stratified_split(labels, cfg.val_fraction, test_frac, seed)
+    test = Indexed(build(False, eval_tf)) if has_test_split else Indexed(full_eval, te)
+    if has_test_split and cfg.limit:
+        test = Indexed(test.base, np.arange(min(len(test.base), max(cfg.limit // 5, 1))))
+    classes = list(getattr(full_eval, "classes", None) or [str(i) for i in range(int(labels.max()) + 1)])
+    x0 = full_eval[0][0]
+    ident = _identity(name, cfg.root, len(labels), labels[:200].tolist(), cfg.val_fraction, test_frac, seed,
+                      norm, cfg.transforms)
+    return DataSplits(Indexed(full_train, tr), Indexed(full_eval, tr), Indexed(full_eval, va), test,
+                      len(classes), tuple(x0.shape), [str(c) for c in classes], norm, ident,
+                      augmented=bool(cfg.augment))
+
+
+def _targets(ds) -> list[int]:
+    for attr in ("targets", "labels"):
+        if hasattr(ds, attr):
+            return list(getattr(ds, attr))
+    return [int(ds[i][1]) for i in range(len(ds))]
+
+
+def _torchvision(name: str, cfg, seed: int) -> DataSplits:
+    import torchvision
+
+    cls = getattr(torchvision.datasets, name, None)
+    if cls is None:
+        raise UsageError(f"unknown torchvision dataset '{name}'",
+                         hint="see torchvision.datasets, e.g. CIFAR10, FashionMNIST, FakeData")
+    kwargs = dict(cfg.kwargs)
+    if name == "FakeData":
+        kwargs.setdefault("size", 256)
+        kwargs.setdefault("image_size", (3, 32, 32))
+        kwargs.setdefault("num_classes", 10)
+
+        def build(train, tf):
+            return cls(transform=tf, random_offset=0, **kwargs)
+
+        return _from_datasets(name, build, cfg, seed, has_test_split=False)
+    if not cfg.root:
+        raise UsageError(f"data.source torchvision:{name} needs data.root (where the files are or go)")
+
+    def build(train, tf):
+        try:
+            return cls(root=cfg.root, train=train, transform=tf, download=cfg.download, **kwargs)
+        except RuntimeError as exc:
+            raise InputFileError(f"dataset {name} not found under {cfg.root}: {exc}",
+                                 hint="set data.download: true (needs internet) or point data.root "
+                                      "at the extracted files") from None
+
+    return _from_datasets(name, build, cfg, seed, has_test_split=True)
+
+
+def _imagefolder(root: str | None, cfg, seed: int) -> DataSplits:
+    import torchvision
+
+    if not root or not Path(root).is_dir():
+        raise InputFileError(f"image folder not found: {root}",
+                             hint="point data.source at imagefolder:<dir> with one sub-folder per class")
+
+    def build(train, tf):
+        try:
+            return torchvision.datasets.ImageFolder(root, transform=tf)
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise InputFileError(f"{root} is not a usable image folder: {exc}",
+                                 hint="it needs one sub-folder per class holding image files") from None
+
+    return _from_datasets(f"imagefolder:{Path(root).resolve()}", build, cfg, seed, has_test_split=False)
+
+
+def _factory(spec: str, cfg, seed: int) -> DataSplits:
+    module_name, _, fn_name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), fn_name)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"cannot load data factory '{spec}': {exc}") from None
+    result = fn(**cfg.kwargs)
+    if isinstance(result, dict):
+        return _from_dict(spec, result, cfg, seed)
+
+    def build(train, tf):
+        return result
+
+    labels = np.asarray(_targets(result))
+    tr, va, te = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, seed)
+    x0 = result[0][0]
+    ident = _identity(spec, cfg.kwargs, len(labels), labels[:200].tolist(), seed)
+    classes = list(getattr(result, "classes", None) or [str(i) for i in range(int(labels.max()) + 1)])
+    norm = {"scale": 1.0, "mean": [0.0] * x0.shape[0], "std": [1.0] * x0.shape[0]}
+    return DataSplits(Indexed(result, tr), Indexed(result, tr), Indexed(result, va), Indexed(result, te),
+                      len(classes), tuple(x0.shape), [str(c) for c in classes], norm, ident)
+
+
+def _from_dict(spec: str, parts: dict, cfg, seed: int) -> DataSplits:
+    missing = [k for k in ("train", "val", "test") if k not in parts]
+    if missing:
+        raise UsageError(f"data factory '{spec}' returned a dict without {missing}")
+    x0 = parts["train"][0][0]
+    labels = np.asarray(_targets(parts["train"]))
+    classes = parts.get("classes") or [str(i) for i in range(int(labels.max()) + 1)]
+    norm = parts.get("normalization") or {"scale": 1.0, "mean": [0.0] * x0.shape[0], "std": [1.0] * x0.shape[0]}
+    ident = _identity(spec, cfg.kwargs, len(labels), labels[:200].tolist(), seed)
+    return DataSplits(Indexed(parts["train"]), Indexed(parts.get("train_eval", parts["train"])),
+                      Indexed(parts["val"]), Indexed(parts["test"]), len(classes), tuple(x0.shape),
+                      [str(c) for c in classes], norm, ident, augmented=bool(cfg.augment))
+
+
+def load_data(cfg, seed: int = 0) -> DataSplits:
+    """Build the splits named by a recipe's ``data`` section."""
+    src = cfg.source
+    if src in _SOURCES:
+        return _SOURCES[src](cfg, seed)
+    if src.startswith("torchvision:"):
+        return _torchvision(src.split(":", 1)[1], cfg, seed)
+    if src == "imagefolder" or src.startswith("imagefolder:"):
+        return _imagefolder(src.split(":", 1)[1] if ":" in src else cfg.root, cfg, seed)
+    if ":" in src:
+        return _factory(src, cfg, seed)
+    raise UsageError(f"unknown data.source '{src}'",
+                     hint="use digits, torchvision:<Name>, imagefolder:<dir> or package.module:function")
+
+
+def make_loader(dataset, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0, workers: int = 0,
+                pin_memory: bool = False, sampler=None, drop_last: bool = False):
+    """A DataLoader whose shuffle order depends only on (seed, epoch): resumable and reproducible."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      generator=gen, num_workers=workers, pin_memory=pin_memory, drop_last=drop_last,
+                      persistent_workers=False)
+
+
+def to_numpy(dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stack a split (eval transform) into ``(x float32 NCHW, y int64)`` arrays."""
+    if isinstance(dataset, TensorSplit):
+        n = len(dataset) if limit is None else min(limit, len(dataset))
+        return dataset.x[:n].numpy().astype(np.float32), dataset.y[:n].numpy()
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    xs, ys = zip(*[dataset[i][:2] for i in range(n)])
+    return np.stack([np.asarray(x, dtype=np.float32) for x in xs]), np.asarray(ys, dtype=np.int64)

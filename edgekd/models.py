@@ -1,0 +1,147 @@
+"""The model zoo: models are registered by name and created by :func:`create_model`.
+
+Names:
+* ``edgekd:cnn`` — edgekd's small CNN for small inputs (``channels``, ``hidden``, ``dropout``);
+* ``torchvision:<name>`` — any torchvision classification model, e.g. ``torchvision:resnet18``, with its
+  classifier resized to ``num_classes`` and its first conv adapted to the input channels. ``weights:
+  DEFAULT`` (in the recipe) downloads pretrained weights on the user's machine;
+* ``package.module:function`` — a user factory, called with the recipe's ``kwargs`` plus ``num_classes``
+  and ``in_channels`` when it accepts them.
+
+Example:
+    >>> model = create_model("edgekd:cnn", num_classes=10, in_channels=1, input_size=8,
+    ...                      channels=[8, 16, 32], hidden=32)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+
+from deploy.errors import UsageError
+
+_REGISTRY: dict[str, Callable] = {}
+
+
+def register(name: str):
+    def deco(fn):
+        _REGISTRY[name] = fn
+        return fn
+    return deco
+
+
+def available() -> list[str]:
+    return sorted(_REGISTRY) + ["torchvision:<name>", "package.module:function"]
+
+
+@register("edgekd:cnn")
+def cnn(num_classes: int, in_channels: int = 1, input_size: int = 8, channels=(32, 64, 128),
+        hidden: int = 128, dropout: float = 0.0):
+    """Conv-BN-ReLU blocks (a 2×2 max-pool after each but the first), then an MLP head.
+
+    Feature taps for FitNets/AT: ``features.0`` … ``features.N`` (one per block).
+    """
+    import torch.nn as nn
+
+    layers, c, size = [], in_channels, input_size
+    for i, out in enumerate(channels):
+        block = [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+        if i > 0 and size >= 2:
+            block.append(nn.MaxPool2d(2))
+            size //= 2
+        layers.append(nn.Sequential(*block))
+        c = out
+    model = nn.Sequential()
+    model.add_module("features", nn.Sequential(*layers))
+    model.add_module("flatten", nn.Flatten())
+    model.add_module("head", nn.Sequential(nn.Linear(c * size * size, hidden), nn.ReLU(inplace=True),
+                                           nn.Dropout(dropout), nn.Linear(hidden, num_classes)))
+    return model
+
+
+def _torchvision(name: str, num_classes: int, in_channels: int, weights: str | None = None, **kwargs):
+    import torch.nn as nn
+    import torchvision
+
+    try:
+        builder = torchvision.models.get_model_builder(name)
+    except ValueError:
+        known = torchvision.models.list_models(module=torchvision.models)
+        import difflib
+
+        close = difflib.get_close_matches(name, known, n=3)
+        raise UsageError(f"unknown torchvision model '{name}'",
+                         hint=f"did you mean {close}?" if close else "see torchvision.models.list_models()"
+                         ) from None
+    if weights:
+        model = builder(weights=weights, **kwargs)  # downloads on the user's machine
+        _resize_classifier(model, num_classes)
+    else:
+        model = builder(weights=None, num_classes=num_classes, **kwargs)
+    if in_channels != 3:
+        _adapt_first_conv(model, in_channels)
+    del nn
+    return model
+
+
+def _resize_classifier(model, num_classes: int) -> None:
+    import torch.nn as nn
+
+    for attr in ("fc", "classifier", "head", "heads"):
+        mod = getattr(model, attr, None)
+        if isinstance(mod, nn.Linear):
+            setattr(model, attr, nn.Linear(mod.in_features, num_classes))
+            return
+        if isinstance(mod, nn.Sequential):
+            for i in range(len(mod) - 1, -1, -1):
+                if isinstance(mod[i], nn.Linear):
+                    mod[i] = nn.Linear(mod[i].in_features, num_classes)
+                    return
+    raise UsageError("could not find the classifier layer to resize to num_classes")
+
+
+def _adapt_first_conv(model, in_channels: int) -> None:
+    import torch.nn as nn
+
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Conv2d):
+            new = nn.Conv2d(in_channels, mod.out_channels, mod.kernel_size, mod.stride, mod.padding,
+                            mod.dilation, mod.groups if mod.groups == 1 else in_channels, mod.bias is not None)
+            parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+            setattr(parent, name.rsplit(".", 1)[-1], new)
+            return
+
+
+def _factory(spec: str) -> Callable:
+    module_name, _, fn_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"cannot import model factory module '{module_name}': {exc}",
+                         hint="install the package or add its folder to PYTHONPATH") from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise UsageError(f"'{spec}': module '{module_name}' has no callable '{fn_name}'")
+    return fn
+
+
+def create_model(name: str, num_classes: int, in_channels: int = 3, input_size: int = 32,
+                 weights: str | None = None, **kwargs):
+    """Create a model by registered name, ``torchvision:<name>`` or ``package.module:function``."""
+    if name in _REGISTRY:
+        return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, input_size=input_size,
+                               **kwargs)
+    if name.startswith("torchvision:"):
+        return _torchvision(name.split(":", 1)[1], num_classes, in_channels, weights, **kwargs)
+    if ":" in name and not name.startswith("edgekd:"):
+        fn = _factory(name)
+        params = inspect.signature(fn).parameters
+        extra = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels),
+                                   ("input_size", input_size)) if k in params and k not in kwargs}
+        return fn(**kwargs, **extra)
+    raise UsageError(f"unknown model '{name}'", hint=f"use one of {available()}")
+
+
+def count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
