@@ -1,0 +1,485 @@
+"""The pipeline: teacher → distill → export → quantize → benchmark → report (+ bundle).
+
+``run_pipeline`` walks a list of stage functions; each takes the :class:`Context`, does one job, records
+what it made in ``ctx.results`` and returns. Only rank 0 writes files under torchrun.
+
+Example:
+    >>> from edgekd.recipe import load_recipe
+    >>> results = run_pipeline(load_recipe("digits"), "runs/digits")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from deploy.errors import UsageError
+from deploy.fileio import write_json, write_text
+from edgekd import __version__, distributed
+
+log = logging.getLogger(__name__)
+COMPLETE_MARK = "RUN_COMPLETE"
+SCHEMA_VERSION = 1
+
+
+class UI:
+    """Callbacks the pipeline reports through; the CLI passes a rich implementation."""
+
+    def stage(self, name: str, text: str) -> None:
+        log.info("[%s] %s", name, text)
+
+    def done(self, name: str, text: str) -> None:
+        log.info("[%s] %s", name, text)
+
+    def reporter(self, name: str):
+        from edgekd.distill.trainer import Reporter
+
+        return Reporter()
+
+
+@dataclass
+class Context:
+    recipe: object
+    out: Path
+    resume: bool = False
+    ui: UI = field(default_factory=UI)
+    splits: object = None
+    device: object = None
+    models: dict = field(default_factory=dict)
+    onnx: dict = field(default_factory=dict)
+    results: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    def path(self, *parts: str) -> Path:
+        return self.out.joinpath(*parts)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGEKD_CACHE_DIR") or Path.home() / ".cache" / "edgekd")
+
+
+# ------------------------------------------------------------------------------------------------ stages
+def stage_data(ctx: Context) -> None:
+    from edgekd.data import load_data
+    from edgekd.distill.trainer import resolve_device
+
+    r = ctx.recipe
+    ctx.device = resolve_device(r.train.device)
+    ctx.splits = s = load_data(r.data, r.seed)
+    ctx.ui.done("data", f"{r.data.source}: {len(s.train)} train / {len(s.val)} val / {len(s.test)} test, "
+                        f"input {s.input_shape}, {s.num_classes} classes, device {ctx.device}")
+    if distributed.is_main():
+        write_json(ctx.path("data.json"), {"input_shape": list(s.input_shape), "num_classes": s.num_classes,
+                                           "labels": s.labels, "normalization": s.normalization,
+                                           "identity": s.identity, "source": r.data.source})
+
+
+def _build(ctx: Context, spec) -> object:
+    from edgekd.models import create_model
+
+    c, h, _ = ctx.splits.input_shape
+    return create_model(spec.model, ctx.splits.num_classes, in_channels=c, input_size=h,
+                        weights=spec.weights, **spec.kwargs)
+
+
+def _teacher_key(ctx: Context) -> str:
+    r = ctx.recipe
+    return f"{r.name}-{r.digest('teacher')}-{ctx.splits.identity}-s{r.seed}"
+
+
+def stage_teacher(ctx: Context) -> None:
+    from edgekd.checkpoint import load_weights, save_weights
+    from edgekd.distill.trainer import CEObjective, Trainer, evaluate
+
+    r = ctx.recipe
+    teacher = _build(ctx, r.teacher)
+    cached = cache_dir() / "teachers" / f"{_teacher_key(ctx)}.safetensors"
+    if r.teacher.checkpoint:
+        load_weights(teacher, r.teacher.checkpoint)
+        source = f"checkpoint {r.teacher.checkpoint}"
+    elif cached.is_file():
+        load_weights(teacher, cached)
+        source = f"cache {cached}"
+    else:
+        ctx.ui.stage("teacher", f"training {r.teacher.model} (no checkpoint in the recipe; cached afterwards)")
+        trainer = Trainer(teacher, ctx.splits.train, ctx.splits.val, r.teacher.train,
+                          CEObjective(r.teacher.train.label_smoothing), name="teacher", seed=r.seed,
+                          **_loader_kwargs(ctx), checkpoint_dir=ctx.path("checkpoints", "teacher"),
+                          fingerprint=_fingerprint(ctx, "teacher"), reporter=ctx.ui.reporter("teacher"))
+        trainer.fit(resume=ctx.resume and ctx.path("checkpoints", "teacher", "last.pt").is_file())
+        teacher = trainer.model
+        if distributed.is_main():
+            save_weights(_unwrap(teacher), cached)
+        source = "trained now"
+    teacher = _unwrap(teacher).to(ctx.device).eval()
+    ctx.models["teacher"] = teacher
+    ctx.results["teacher_source"] = source
+    ctx.results["teacher_test_top1"] = evaluate(teacher, ctx.splits.test, r.data.eval_batch_size, ctx.device)
+    if distributed.is_main():
+        save_weights(teacher, ctx.path("weights", "teacher.safetensors"))
+    ctx.ui.done("teacher", f"{source}; test top-1 {ctx.results['teacher_test_top1']:.2%}")
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)
+
+
+def _loader_kwargs(ctx: Context) -> dict:
+    d = ctx.recipe.data
+    return {"batch_size": d.batch_size, "eval_batch_size": d.eval_batch_size, "workers": d.workers,
+            "device": ctx.device, "pin_memory": d.pin_memory}
+
+
+def _fingerprint(ctx: Context, name: str) -> dict:
+    r = ctx.recipe
+    fp = {"data": ctx.splits.identity, "seed": r.seed, "train": r.digest("train" if name != "teacher"
+                                                                      else "teacher")}
+    if name != "teacher":
+        fp["student"] = r.digest("student")
+        fp["teacher"] = _teacher_key(ctx)
+    if name == "student":
+        fp["distill"] = r.digest("distill")
+    return fp
+
+
+def _teacher_source(ctx: Context):
+    from edgekd.distill.cache import OnlineTeacher, TeacherCache
+
+    r, s = ctx.recipe, ctx.splits
+    teachers = [ctx.models["teacher"]] + ctx.models.get("extra_teachers", [])
+    mode = r.distill.cache
+    feature_method = r.distill.method in ("fitnet", "at")
+    if mode == "off" or s.augmented or feature_method:
+        return OnlineTeacher(teachers, r.teacher.weights_mix)
+    disk = ctx.path("cache", "teacher_logits.npy") if mode == "disk" else None
+    return TeacherCache(teachers, s.train_eval, r.data.eval_batch_size, ctx.device, r.teacher.weights_mix,
+                        disk_path=disk, workers=r.data.workers)
+
+
+def _train_student(ctx: Context, name: str, objective) -> object:
+    from edgekd.checkpoint import save_weights
+    from edgekd.distill.trainer import Trainer, evaluate
+
+    r = ctx.recipe
+    model = _build(ctx, r.student)
+    trainer = Trainer(model, ctx.splits.train, ctx.splits.val, r.train, objective, name=name, seed=r.seed,
+                      **_loader_kwargs(ctx), checkpoint_dir=ctx.path("checkpoints", name),
+                      fingerprint=_fingerprint(ctx, name), reporter=ctx.ui.reporter(name))
+    fit = trainer.fit(resume=ctx.resume and ctx.path("checkpoints", name, "last.pt").is_file())
+    model = _unwrap(trainer.model).eval()
+    ctx.models[name] = model
+    top1 = evaluate(model, ctx.splits.test, r.data.eval_batch_size, ctx.device)
+    ctx.results[f"{name}_fit"] = {"best_val_top1": fit.best_val_top1, "best_epoch": fit.best_epoch,
+                                  "epochs_run": fit.epochs_run, "stopped_early": fit.stopped_early,
+                                  "resumed_from_epoch": fit.resumed_from_epoch}
+    if distributed.is_main():
+        save_weights(model, ctx.path("weights", f"{name}.safetensors"))
+    return top1
+
+
+def stage_distill(ctx: Context) -> None:
+    from edgekd.distill.losses import create_loss
+    from edgekd.distill.trainer import CEObjective, DistillObjective
+
+    r = ctx.recipe
+    source = _teacher_source(ctx)
+    ctx.ui.stage("distill", f"{r.distill.method} (T={r.distill.temperature}, alpha={r.distill.alpha}), "
+                            f"teacher outputs: {source.kind}")
+    loss = create_loss(r.distill.method, r.distill, label_smoothing=r.train.label_smoothing)
+    student_top1 = _train_student(ctx, "student", DistillObjective(loss, source))
+    baseline_top1 = None
+    if r.distill.baseline:
+        ctx.ui.stage("distill", "baseline: the same student from scratch, same budget and seed")
+        baseline_top1 = _train_student(ctx, "baseline", CEObjective(r.train.label_smoothing))
+    ctx.results["distillation"] = {
+        "method": r.distill.method, "temperature": r.distill.temperature, "alpha": r.distill.alpha,
+        "teacher_outputs": source.kind, "teacher_top1": ctx.results["teacher_test_top1"],
+        "student_top1": student_top1, "baseline_top1": baseline_top1,
+        "gain": None if baseline_top1 is None else student_top1 - baseline_top1}
+    gain = "" if baseline_top1 is None else f", baseline {baseline_top1:.2%} (gain {student_top1 - baseline_top1:+.2%})"
+    ctx.ui.done("distill", f"student test top-1 {student_top1:.2%}{gain}")
+
+
+def stage_export(ctx: Context) -> None:
+    import json
+
+    import numpy as np
+    import torch
+
+    from deploy.export import export_onnx
+    from deploy.fileio import sha256_file
+    from deploy.verify import check_parity
+    from edgekd.data import to_numpy
+
+    r, s = ctx.recipe, ctx.splits
+    x_test, _ = to_numpy(s.test, limit=256)
+    example = torch.from_numpy(x_test[:1])
+    ctx.results["export"] = {"opset": r.export.opset, "exporter": r.export.exporter}
+    for name in ("student", "teacher"):
+        model = ctx.models[name].cpu().eval()
+        meta = {"edgekd_version": __version__, "role": name, "layout": "NCHW",
+                "normalization": json.dumps(s.normalization), "labels": json.dumps(s.labels),
+                "source_sha256": sha256_file(ctx.path("weights", f"{name}.safetensors"))}
+        path = export_onnx(model, example, ctx.path("onnx", f"{name}.onnx"), opset=r.export.opset,
+                           metadata=meta, exporter=r.export.exporter)
+
+        def reference(x: np.ndarray, model=model) -> np.ndarray:
+            with torch.inference_mode():
+                return model(torch.from_numpy(x)).numpy()
+
+        parity = check_parity(reference, path, x_test, precision="fp32", batch_sizes=(1, 7), atol=r.export.atol)
+        ctx.onnx[name] = path
+        ctx.results["export"][name] = parity.to_dict()
+        ctx.models[name].to(ctx.device)
+        ctx.ui.done("export", f"{path.name}: " + "; ".join(parity.lines))
+    ctx.results["export"].update(max_abs_diff=ctx.results["export"]["student"]["max_abs_diff"],
+                                 top1_agreement=ctx.results["export"]["student"]["top1_agreement"])
+
+
+def stage_quantize(ctx: Context) -> None:
+    from deploy.quantize import quantize_static
+    from edgekd.data import to_numpy
+
+    q = ctx.recipe.quantize
+    if not q.enabled:
+        ctx.ui.done("quantize", "skipped (quantize.enabled is false)")
+        return
+    calib, _ = to_numpy(ctx.splits.train_eval, limit=q.calib_samples)  # training images, never test
+    result = quantize_static(ctx.onnx["student"], ctx.path("onnx", "student-int8.onnx"), calib,
+                             method=q.calibration, preset=q.preset)
+    ctx.onnx["student-int8"] = result.path
+    ctx.results["quantize"] = _as_dict(result)
+    ctx.ui.done("quantize", f"static INT8 (QDQ, per-channel, {q.calibration}, preset {result.preset}) "
+                            f"from {len(calib)} training images")
+
+
+def _as_dict(obj) -> dict:
+    import dataclasses
+
+    d = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+def _torch_artifact(ctx: Context, name: str, role: str) -> dict:
+    import torch
+
+    from edgekd.distill.trainer import evaluate
+    from edgekd.models import count_params
+
+    r, model = ctx.recipe, ctx.models[name].cpu().eval()
+    x1 = torch.from_numpy(ctx.bench_x[:1])
+    xb = torch.from_numpy(_batch(ctx.bench_x, r.bench.throughput_batch))
+
+    def run(x):
+        with torch.inference_mode():
+            return model(x)
+
+    path = ctx.path("weights", f"{name}.safetensors")
+    row = {"name": f"{name}-pytorch", "role": role, "format": "pytorch", "precision": "fp32",
+           "path": str(path), "size_bytes": path.stat().st_size, "params": count_params(model),
+           "top1": evaluate(model, ctx.splits.test, r.data.eval_batch_size, torch.device("cpu")),
+           "val_top1": evaluate(model, ctx.splits.val, r.data.eval_batch_size, torch.device("cpu"))}
+    row.update(_timings(ctx, lambda: run(x1), lambda: run(xb), len(xb)))
+    ctx.models[name].to(ctx.device)
+    return row
+
+
+def _onnx_artifact(ctx: Context, key: str, role: str, precision: str, params: int) -> dict:
+    import numpy as np
+
+    from deploy.runtime.ort import create_session
+    from edgekd.data import to_numpy
+
+    r, path = ctx.recipe, Path(ctx.onnx[key])
+    sess, info = create_session(path, r.bench.providers, r.bench.threads)
+    name = sess.get_inputs()[0].name
+
+    def top1(split) -> float:
+        x, y = to_numpy(split)
+        preds = np.concatenate([sess.run(None, {name: x[i:i + 512]})[0].argmax(1) for i in range(0, len(x), 512)])
+        return float((preds == y).mean())
+
+    x1, xb = ctx.bench_x[:1], _batch(ctx.bench_x, r.bench.throughput_batch)
+    row = {"name": f"{key.replace('-int8', '')}-onnx-{precision}", "role": role, "format": "onnx",
+           "precision": precision, "path": str(path), "size_bytes": path.stat().st_size, "params": params,
+           "top1": top1(ctx.splits.test), "val_top1": top1(ctx.splits.val), "providers": info.active}
+    row.update(_timings(ctx, lambda: sess.run(None, {name: x1}), lambda: sess.run(None, {name: xb}), len(xb)))
+    return row
+
+
+def _batch(x, n: int):
+    import numpy as np
+
+    reps = -(-n // len(x))
+    return np.ascontiguousarray(np.concatenate([x] * reps)[:n])
+
+
+def _timings(ctx: Context, run1, run_batch, batch: int) -> dict:
+    from benchmarks.harness import measure
+
+    b = ctx.recipe.bench
+    lat = measure(run1, warmup_s=b.warmup_s, warmup_runs=b.warmup_runs, min_runs=b.min_runs,
+                  min_time_s=b.min_time_s)
+    thr = measure(run_batch, warmup_s=b.warmup_s / 2, warmup_runs=max(b.warmup_runs // 2, 1),
+                  min_runs=max(b.min_runs // 10, 10), min_time_s=b.min_time_s / 2)
+    return {"batch": 1, "latency_ms": lat.latency_dict(), "latency": lat.to_dict(),
+            "throughput_sps": batch / (thr.mean_ms / 1e3), "throughput_batch": batch}
+
+
+def stage_benchmark(ctx: Context) -> None:
+    from edgekd.data import to_numpy
+    from edgekd.models import count_params
+
+    import torch
+
+    torch.set_num_threads(ctx.recipe.bench.threads or torch.get_num_threads())
+    ctx.bench_x, _ = to_numpy(ctx.splits.test, limit=256)
+    rows = []
+    for name, role in (("teacher", "teacher"), ("student", "student"), ("baseline", "baseline")):
+        if name in ctx.models:
+            ctx.ui.stage("benchmark", f"{name}-pytorch")
+            rows.append(_torch_artifact(ctx, name, role))
+    for key, role, precision in (("teacher", "teacher", "fp32"), ("student", "student", "fp32"),
+                                 ("student-int8", "student", "int8")):
+        if key in ctx.onnx:
+            ctx.ui.stage("benchmark", f"{key}-onnx")
+            params = count_params(ctx.models["student" if key.startswith("student") else "teacher"])
+            rows.append(_onnx_artifact(ctx, key, role, precision, params))
+    _compare_with_teacher(rows)
+    ctx.results["artifacts"] = rows
+
+
+def _compare_with_teacher(rows: list[dict]) -> None:
+    ref = next((r for r in rows if r["role"] == "teacher" and r["format"] == "pytorch"), None)
+    if ref is None:
+        return
+    for r in rows:
+        r["vs_teacher"] = {"speedup": ref["latency_ms"]["p50"] / r["latency_ms"]["p50"],
+                           "size_ratio": r["size_bytes"] / ref["size_bytes"],
+                           "top1_delta": r["top1"] - ref["top1"]}
+
+
+def choose_bundle(rows: list[dict], tolerance: float) -> tuple[dict | None, dict]:
+    """The fastest student ONNX artifact whose *validation* top-1 is within ``tolerance`` of FP32's."""
+    cands = [r for r in rows if r["role"] == "student" and r["format"] == "onnx"]
+    fp32 = next((r for r in cands if r["precision"] == "fp32"), None)
+    if fp32 is None:
+        return None, {}
+    reasons, ok = {}, []
+    for r in cands:
+        if r["val_top1"] < fp32["val_top1"] - tolerance:
+            reasons[r["name"]] = (f"rejected: validation top-1 {r['val_top1']:.2%} is more than "
+                                  f"{tolerance:.2%} below FP32's {fp32['val_top1']:.2%}")
+        else:
+            ok.append(r)
+    best = min(ok, key=lambda r: r["latency_ms"]["p50"])
+    for r in ok:
+        ratio = r["latency_ms"]["p50"] / best["latency_ms"]["p50"]
+        reasons[r["name"]] = ("chosen: fastest (p50 {:.3f} ms) within accuracy tolerance".format(
+            r["latency_ms"]["p50"]) if r is best else
+            f"not chosen: {ratio:.2f}× slower than {best['name']} at batch 1 on this device")
+    return best, reasons
+
+
+def stage_report(ctx: Context) -> None:
+    from benchmarks.fingerprint import fingerprint
+    from deploy.bundle import write_bundle
+    from edgekd.report import write_run_report
+
+    import torch
+
+    r, rows = ctx.recipe, ctx.results.get("artifacts", [])
+    chosen, reasons = choose_bundle(rows, r.bundle.tolerance)
+    device = fingerprint(sorted({p for row in rows for p in row.get("providers", [])}))
+    device.setdefault("cpu", platform.processor())
+    device["torch"] = torch.__version__
+    results = {"schema_version": SCHEMA_VERSION, "edgekd_version": __version__, "recipe": r.to_dict(),
+               "device": device, "artifacts": rows, "distillation": ctx.results.get("distillation"),
+               "export": {k: v for k, v in ctx.results.get("export", {}).items()},
+               "quantize": ctx.results.get("quantize"), "teacher_source": ctx.results.get("teacher_source"),
+               "training": {k: v for k, v in ctx.results.items() if k.endswith("_fit")},
+               "bundle": {"chosen": chosen["name"] if chosen else None, "reasons": reasons,
+                          "tolerance": r.bundle.tolerance},
+               "timings_s": ctx.timings}
+    if chosen:
+        data_info = json.loads(ctx.path("data.json").read_text())
+        write_bundle(ctx.path("bundle"), chosen["path"], bundle_meta(data_info, chosen, device, r.name))
+    write_json(ctx.path("results.json"), results)
+    write_run_report(results, ctx.out)
+    ctx.results["final"] = results
+    ctx.ui.done("report", f"{ctx.path('results.json')}, report.md, pareto.png, bundle/ "
+                          f"({chosen['name'] if chosen else 'no bundle'})")
+
+
+def bundle_meta(data_info: dict, row: dict, device: dict, recipe_name: str) -> dict:
+    """model.json for a bundle made from artifact ``row`` of a run (``data_info`` is its data.json)."""
+    return {"input": {"name": "input", "shape": [None, *data_info["input_shape"]], "dtype": "float32",
+                      "layout": "NCHW"},
+            "output": {"name": "logits", "kind": "logits"}, "normalization": data_info["normalization"],
+            "labels": data_info["labels"], "precision": row["precision"], "artifact": row["name"],
+            "metrics": {"top1": row["top1"], "val_top1": row.get("val_top1"), "latency_ms": row["latency_ms"],
+                        "device": device.get("cpu")},
+            "producer": {"edgekd": __version__, "torch": device.get("torch"),
+                         "onnxruntime": device.get("onnxruntime"), "recipe": recipe_name}}
+
+
+STAGES = [("data", stage_data), ("teacher", stage_teacher), ("distill", stage_distill),
+          ("export", stage_export), ("quantize", stage_quantize), ("benchmark", stage_benchmark),
+          ("report", stage_report)]
+DISTILL_STAGES = ("data", "teacher", "distill")
+
+
+def run_pipeline(recipe, out: str | os.PathLike, *, stages=None, resume: bool = False, ui: UI | None = None) -> dict:
+    """Run ``stages`` (default: all) of the pipeline for ``recipe`` into folder ``out``."""
+    names = [n for n, _ in STAGES]
+    wanted = list(stages or names)
+    unknown = [s for s in wanted if s not in names]
+    if unknown:
+        raise UsageError(f"unknown stage(s) {unknown}", hint=f"stages are {names}")
+    ctx = Context(recipe, Path(out), resume=resume, ui=ui or UI())
+    _prepare_out(ctx)
+    distributed.init()
+    for name, fn in STAGES:
+        if name not in wanted:
+            continue
+        if not distributed.is_main() and name not in DISTILL_STAGES:
+            continue
+        t0 = time.perf_counter()
+        fn(ctx)
+        ctx.timings[name] = round(time.perf_counter() - t0, 3)
+    if distributed.is_main() and "report" not in wanted and "distillation" in ctx.results:
+        write_json(ctx.path("results.json"), _partial_results(ctx))
+    if distributed.is_main():
+        write_text(ctx.path(COMPLETE_MARK), f"edgekd {__version__} completed stages {wanted}\n")
+    distributed.barrier()
+    return ctx.results
+
+
+def _partial_results(ctx: Context) -> dict:
+    """results.json of a run without the benchmark/report stages (e.g. ``edgekd distill``)."""
+    import torch
+
+    from benchmarks.fingerprint import fingerprint
+
+    device = {**fingerprint(), "torch": torch.__version__, "world_size": distributed.world_size()}
+    return {"schema_version": SCHEMA_VERSION, "edgekd_version": __version__, "recipe": ctx.recipe.to_dict(),
+            "device": device, "artifacts": [], "distillation": ctx.results["distillation"], "export": None,
+            "training": {k: v for k, v in ctx.results.items() if k.endswith("_fit")},
+            "teacher_source": ctx.results.get("teacher_source"), "timings_s": ctx.timings}
+
+
+def _prepare_out(ctx: Context) -> None:
+    if not distributed.is_main():
+        return
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    mark = ctx.path(COMPLETE_MARK)
+    if mark.exists():
+        mark.unlink()
+    write_text(ctx.path("recipe.yaml"), yaml.safe_dump(ctx.recipe.to_dict(), sort_keys=False))
