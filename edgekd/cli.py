@@ -58,13 +58,16 @@ def _stderr_console():
 def report_error(exc: BaseException) -> int:
     from deploy.errors import EdgekdError
 
+    from rich.markup import escape
+
     err = _stderr_console()
     if isinstance(exc, EdgekdError):
-        err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+        err.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True, highlight=False)
         if exc.hint:
-            err.print(f"[yellow]hint:[/] {exc.hint}", markup=True, highlight=False)
+            err.print(f"[yellow]hint:[/] {escape(exc.hint)}", markup=True, highlight=False)
         return exc.exit_code
-    err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", markup=True, highlight=False)
+    err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}", markup=True,
+              highlight=False)
     err.print("[yellow]hint:[/] run again with --debug for the traceback and report it", markup=True)
     return 1
 

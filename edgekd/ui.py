@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -52,11 +53,11 @@ class RichUI(UI):
 
     def stage(self, name: str, text: str) -> None:
         if not self.quiet:
-            self.console.print(f"[bold cyan]{name:>9}[/] {text}")
+            self.console.print(f"[bold cyan]{name:>9}[/] {escape(text)}")
 
     def done(self, name: str, text: str) -> None:
         if not self.quiet:
-            self.console.print(f"[bold green]{name:>9}[/] {text}")
+            self.console.print(f"[bold green]{name:>9}[/] {escape(text)}")
 
     def reporter(self, name: str):
         return _BarReporter(self.console, self.quiet)

@@ -51,5 +51,5 @@ def main(args) -> int:
         extra = [engine, sidecar]
     meta = bundle_meta(data_info, rows[name], results.get("device", {}), results["recipe"]["name"])
     out = write_bundle(args.out, rows[name]["path"], meta, extra)
-    Console().print(f"wrote bundle {out} ({name})")
+    Console().print(f"wrote bundle {out} ({name})", markup=False)
     return 0

@@ -73,6 +73,6 @@ def main(args) -> int:
     report = check_parity(reference, out, x, atol=args.atol if args.atol is not None else recipe.export.atol)
     console = Console()
     for line in report.lines:
-        console.print(line)
+        console.print(line, markup=False)
     console.print(f"wrote {out}")
     return 0
