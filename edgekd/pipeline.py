@@ -82,8 +82,10 @@ def stage_data(ctx: Context) -> None:
 
 
 def _build(ctx: Context, spec) -> object:
+    from edgekd.distill.trainer import seed_everything
     from edgekd.models import create_model
 
+    seed_everything(ctx.recipe.seed)  # initial weights independent of what ran before (cache hit or not)
     c, h, _ = ctx.splits.input_shape
     return create_model(spec.model, ctx.splits.num_classes, in_channels=c, input_size=h,
                         weights=spec.weights, **spec.kwargs)
@@ -475,11 +477,46 @@ def _partial_results(ctx: Context) -> dict:
             "teacher_source": ctx.results.get("teacher_source"), "timings_s": ctx.timings}
 
 
+TRAINING_SECTIONS = ("seed", "data", "teacher", "student", "distill", "train")
+
+
 def _prepare_out(ctx: Context) -> None:
     if not distributed.is_main():
         return
+    if ctx.out.exists() and not ctx.out.is_dir():
+        raise UsageError(f"--out {ctx.out} is a file, expected a folder", hint="choose another --out path")
+    if ctx.resume:
+        _check_resumable(ctx)
     ctx.out.mkdir(parents=True, exist_ok=True)
     mark = ctx.path(COMPLETE_MARK)
     if mark.exists():
         mark.unlink()
     write_text(ctx.path("recipe.yaml"), yaml.safe_dump(ctx.recipe.to_dict(), sort_keys=False))
+
+
+def _check_resumable(ctx: Context) -> None:
+    """``--resume`` needs a run folder with checkpoints made by the same recipe (training sections)."""
+    from deploy.errors import ResumeError
+
+    saved_path = ctx.path("recipe.yaml")
+    if not saved_path.is_file() or not any(ctx.path("checkpoints").glob("*/last.pt")):
+        raise ResumeError(f"--resume: {ctx.out} holds no interrupted run (no recipe.yaml or checkpoints)",
+                          hint="run without --resume to start, or point --out at the interrupted run")
+    try:
+        saved = yaml.safe_load(saved_path.read_text()) or {}
+    except yaml.YAMLError:
+        raise ResumeError(f"--resume: {saved_path} is corrupt", hint="start a new run") from None
+    now = ctx.recipe.to_dict()
+    diffs = [f"{k}: {a!r} → {b!r}" for k, a, b in _flat_diff({s: saved.get(s) for s in TRAINING_SECTIONS},
+                                                            {s: now.get(s) for s in TRAINING_SECTIONS})]
+    if diffs:
+        raise ResumeError(f"--resume refused: the recipe changed since the run started: {'; '.join(diffs[:5])}",
+                          hint="resume with the same recipe and --set values, or use a new --out folder")
+
+
+def _flat_diff(a, b, prefix: str = ""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            yield from _flat_diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
+    elif a != b:
+        yield prefix, a, b
