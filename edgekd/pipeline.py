@@ -75,10 +75,6 @@ def stage_data(ctx: Context) -> None:
     ctx.splits = s = load_data(r.data, r.seed)
     ctx.ui.done("data", f"{r.data.source}: {len(s.train)} train / {len(s.val)} val / {len(s.test)} test, "
                         f"input {s.input_shape}, {s.num_classes} classes, device {ctx.device}")
-    if distributed.is_main():
-        write_json(ctx.path("data.json"), {"input_shape": list(s.input_shape), "num_classes": s.num_classes,
-                                           "labels": s.labels, "normalization": s.normalization,
-                                           "identity": s.identity, "source": r.data.source})
 
 
 def _build(ctx: Context, spec) -> object:
@@ -91,6 +87,28 @@ def _build(ctx: Context, spec) -> object:
                         weights=spec.weights, **spec.kwargs)
 
 
+def _preflight(ctx: Context) -> None:
+    """Build every model and load the teacher's checkpoint before anything is written: a wrong model
+    name, checkpoint or input shape fails here, not after hours of training and not with half a folder."""
+    from edgekd.checkpoint import load_weights
+    from edgekd.models import check_models_fit
+
+    r = ctx.recipe
+    teacher = _build(ctx, r.teacher)
+    if r.teacher.checkpoint:
+        load_weights(teacher, r.teacher.checkpoint)
+    extra = []
+    for i, spec in enumerate(r.teacher.extra):
+        model = _build(ctx, spec)
+        if spec.checkpoint:
+            load_weights(model, spec.checkpoint)
+        extra.append(model)
+    check_models_fit({"teacher": teacher, "student": _build(ctx, r.student),
+                      **{f"teacher.extra[{i}]": m for i, m in enumerate(extra)}}, ctx.splits)
+    ctx.models["teacher_init"] = teacher
+    ctx.models["extra_teachers"] = [m.to(ctx.device).eval() for m in extra]
+
+
 def _teacher_key(ctx: Context) -> str:
     r = ctx.recipe
     return f"{r.name}-{r.digest('teacher')}-{ctx.splits.identity}-s{r.seed}"
@@ -101,10 +119,9 @@ def stage_teacher(ctx: Context) -> None:
     from edgekd.distill.trainer import CEObjective, Trainer, evaluate
 
     r = ctx.recipe
-    teacher = _build(ctx, r.teacher)
+    teacher = ctx.models.pop("teacher_init", None) or _build(ctx, r.teacher)
     cached = cache_dir() / "teachers" / f"{_teacher_key(ctx)}.safetensors"
     if r.teacher.checkpoint:
-        load_weights(teacher, r.teacher.checkpoint)
         source = f"checkpoint {r.teacher.checkpoint}"
     elif cached.is_file():
         load_weights(teacher, cached)
@@ -446,10 +463,16 @@ def run_pipeline(recipe, out: str | os.PathLike, *, stages=None, resume: bool = 
     if unknown:
         raise UsageError(f"unknown stage(s) {unknown}", hint=f"stages are {names}")
     ctx = Context(recipe, Path(out), resume=resume, ui=ui or UI())
-    _prepare_out(ctx)
+    if ctx.out.exists() and not ctx.out.is_dir():
+        raise UsageError(f"--out {ctx.out} is a file, expected a folder", hint="choose another --out path")
+    if resume:
+        _check_resumable(ctx)
     distributed.init()
+    stage_data(ctx)
+    _preflight(ctx)
+    _prepare_out(ctx)
     for name, fn in STAGES:
-        if name not in wanted:
+        if name not in wanted or name == "data":
             continue
         if not distributed.is_main() and name not in DISTILL_STAGES:
             continue
@@ -483,15 +506,15 @@ TRAINING_SECTIONS = ("seed", "data", "teacher", "student", "distill", "train")
 def _prepare_out(ctx: Context) -> None:
     if not distributed.is_main():
         return
-    if ctx.out.exists() and not ctx.out.is_dir():
-        raise UsageError(f"--out {ctx.out} is a file, expected a folder", hint="choose another --out path")
-    if ctx.resume:
-        _check_resumable(ctx)
     ctx.out.mkdir(parents=True, exist_ok=True)
     mark = ctx.path(COMPLETE_MARK)
     if mark.exists():
         mark.unlink()
     write_text(ctx.path("recipe.yaml"), yaml.safe_dump(ctx.recipe.to_dict(), sort_keys=False))
+    s = ctx.splits
+    write_json(ctx.path("data.json"), {"input_shape": list(s.input_shape), "num_classes": s.num_classes,
+                                       "labels": s.labels, "normalization": s.normalization,
+                                       "identity": s.identity, "source": ctx.recipe.data.source})
 
 
 def _check_resumable(ctx: Context) -> None:
