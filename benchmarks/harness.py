@@ -2,11 +2,12 @@
 
 Example:
     >>> stats = measure(lambda: session.run(None, feed), min_runs=200, min_time_s=2.0)  # doctest: +SKIP
-    >>> stats.p50_ms, stats.cv
+    >>> stats.p50_ms, stats.cv  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -69,14 +70,14 @@ def measure(fn: Callable[[], object], *, warmup_s: float = 0.5, warmup_runs: int
         if sync:
             sync()
         done += 1
-    samples = []
+    timed = fn if sync is None else (lambda: (fn(), sync()))
+    samples: list[int] = []
+    append, limit_ns = samples.append, min_time_s * 1e9
     start = clock()
-    while len(samples) < max_runs and (len(samples) < min_runs or (clock() - start) < min_time_s * 1e9):
+    while len(samples) < max_runs and (len(samples) < min_runs or (clock() - start) < limit_ns):
         t0 = clock()
-        fn()
-        if sync:
-            sync()
-        samples.append(clock() - t0)
+        timed()
+        append(clock() - t0)
     return summarize(np.array(samples), warmup_runs=done, noisy_cv=noisy_cv)
 
 
@@ -84,3 +85,40 @@ def throughput(fn: Callable[[], object], batch: int, **kwargs) -> tuple[float, L
     """Samples per second at ``batch`` (from the mean latency of a measured run)."""
     stats = measure(fn, **kwargs)
     return batch / (stats.mean_ms / 1e3), stats
+
+
+def noise_advice(stats: LatencyStats) -> str | None:
+    """What to do when ``stats`` is too noisy to trust; ``None`` when it is not.
+
+    Example:
+        >>> noise_advice(summarize(np.array([1e6] * 50 + [3e6] * 50)))  # doctest: +ELLIPSIS
+        'latency spread is high (CV ...
+    """
+    if not stats.noisy:
+        return None
+    return (f"latency spread is high (CV {stats.cv:.0%}, p50 {stats.p50_ms:.4g} ms, p99 {stats.p99_ms:.4g} ms): "
+            "these numbers are too noisy to trust. Pin the clocks (Linux: `cpupower frequency-set -g "
+            "performance`; Jetson: `sudo nvpmodel -m 0 && sudo jetson_clocks`), close other programs, "
+            "and measure longer (--min-runs / --min-time-s).")
+
+
+def peak_rss_bytes() -> int | None:
+    """Peak resident memory of this process so far, in bytes (``None`` where it cannot be read)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def rss_bytes() -> int | None:
+    """Current resident memory of this process in bytes (Linux ``/proc``; ``None`` elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    import os
+
+    return pages * os.sysconf("SC_PAGE_SIZE")

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from deploy.errors import InputFileError
-from deploy.fileio import sha256_file, write_json, write_text
+from deploy.fileio import current_umask, sha256_file, write_json, write_text
 from deploy.intake import load_onnx_checked
 from deploy.runtime.bundle import BUNDLE_FORMAT, META_FILE, SUMS_FILE
 
@@ -46,6 +46,7 @@ def write_bundle(out_dir: str | os.PathLike, model_path: str | os.PathLike, meta
         names.append(META_FILE)
         sums = "".join(f"{sha256_file(staging / n)}  {n}\n" for n in sorted(names))
         write_text(staging / SUMS_FILE, sums)
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it 0700
         _replace_dir(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

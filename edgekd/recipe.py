@@ -210,6 +210,8 @@ def _convert(value: Any, hint: Any, path: str, problems: list[str]) -> Any:
             return 0.0
         return float(value)
     if hint is str:
+        if isinstance(value, bool):  # YAML 1.1 reads off/on/no/yes as booleans: `amp: off` means "off"
+            return "on" if value else "off"
         if not isinstance(value, str):
             problems.append(f"{path}: expected a string, got {value!r}")
             return str(value)

@@ -65,3 +65,14 @@ def test_write_replaces_atomically(tmp_path):
 
 def test_resource_error_has_exit_code_8():
     assert ResourceError("x").exit_code == 8
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        path = write_bytes(tmp_path / "results.json", b"{}")
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644
