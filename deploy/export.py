@@ -1,15 +1,24 @@
 """PyTorch → ONNX: eval mode, dynamic batch, named I/O, one self-contained file, metadata, full check.
 
+Optional graph simplification (onnxslim) is itself verified: the simplified file replaces the exported one
+only when it passes the full ONNX check and numerical parity with the model.
+
 Example:
-    >>> path = export_onnx(model, torch.zeros(1, 1, 8, 8), "student.onnx")  # doctest: +SKIP
+    >>> meta = export_metadata("0.1.0", source_sha256=sha, normalization={"scale": 1 / 16})  # doctest: +SKIP
+    >>> path = export_onnx(model, torch.zeros(1, 1, 8, 8), "student.onnx", metadata=meta, simplify=True)
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from deploy.errors import NonFiniteError, VerificationError
 from deploy.fileio import atomic_write_via
@@ -22,11 +31,20 @@ EXPORTERS = ("torchscript", "dynamo")
 
 def export_onnx(model, example, out_path: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
                 input_name: str = "input", output_name: str = "logits", metadata: dict | None = None,
-                exporter: str = "torchscript") -> Path:
+                exporter: str = "torchscript", simplify: bool = False) -> Path:
     """Export ``model`` to a single ONNX file with a dynamic batch axis, then check it.
 
-    ``metadata`` goes into the file's ``metadata_props`` (values are stringified). Non-finite weights
-    are refused: they are never exported.
+    Args:
+        model: a ``torch.nn.Module``; put in eval mode here.
+        example: an example input batch (its batch size does not matter: the batch axis is dynamic).
+        out_path: the ``.onnx`` file (written atomically).
+        opset: ONNX opset (default :data:`DEFAULT_OPSET`).
+        metadata: ``metadata_props``; dict/list values are stored as JSON, others as ``str``
+            (see :func:`export_metadata`).
+        exporter: ``torchscript`` or ``dynamo``.
+        simplify: run onnxslim and keep its output only if it passes the check and parity.
+
+    Non-finite weights are refused: they are never exported.
     """
     import torch
 
@@ -42,7 +60,106 @@ def export_onnx(model, example, out_path: str | os.PathLike, *, opset: int = DEF
 
     path = atomic_write_via(out_path, write)
     log.info("exported %s (opset %d, %s exporter)", path, opset, exporter)
+    if simplify:
+        simplify_onnx(path, _torch_reference(model), _probe_inputs(example))
     return path
+
+
+def export_metadata(edgekd_version: str, *, source_sha256: str | None = None, layout: str = "NCHW",
+                    normalization: dict | None = None, labels: list | None = None, **extra) -> dict:
+    """The standard ``metadata_props`` of an edgekd export (JSON-encoded where structured).
+
+    Example:
+        >>> export_metadata("0.1.0", source_sha256="ab12", normalization={"scale": 0.0625})["layout"]
+        'NCHW'
+    """
+    meta = {"edgekd_version": edgekd_version, "layout": layout, **extra}
+    if source_sha256:
+        meta["source_sha256"] = source_sha256
+    if normalization is not None:
+        meta["normalization"] = json.dumps(normalization, sort_keys=True)
+    if labels is not None:
+        meta["labels"] = json.dumps(labels)
+    return meta
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """``metadata_props`` of an ONNX file as a dict (external data not loaded)."""
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+@dataclass
+class SimplifyResult:
+    """Whether the simplified graph was kept, and why."""
+
+    applied: bool
+    nodes_before: int
+    nodes_after: int | None
+    reason: str
+
+
+def simplify_onnx(path: str | os.PathLike, reference_fn, inputs: np.ndarray, *, atol: float = 1e-4
+                  ) -> SimplifyResult:
+    """Simplify ``path`` in place with onnxslim, *only if* the result passes ``check_onnx`` and parity.
+
+    ``reference_fn`` maps a numpy batch to the reference output (e.g. the PyTorch model). A failing
+    simplification is logged and the original file is kept untouched.
+    """
+    import onnx
+
+    from deploy.errors import require
+    from deploy.verify import check_parity
+
+    slim = require("onnxslim", "train", "ONNX graph simplification")
+    path = Path(path)
+    original = onnx.load(str(path))
+    before = len(original.graph.node)
+    with tempfile.TemporaryDirectory(prefix="edgekd-slim-") as tmp:
+        cand = Path(tmp) / "slim.onnx"
+        try:
+            model = slim.slim(original)
+            _copy_metadata(original, model)
+            onnx.save_model(model, str(cand), save_as_external_data=False)
+            check_onnx(cand)
+            check_parity(reference_fn, cand, inputs, precision="fp32", atol=atol)
+        except Exception as exc:  # noqa: BLE001 - any failure means: keep the verified original
+            reason = f"simplified graph rejected ({type(exc).__name__}: {str(exc)[:200]}); kept the original"
+            log.warning("%s: %s", path, reason)
+            return SimplifyResult(False, before, None, reason)
+        after = len(onnx.load(str(cand)).graph.node)
+        atomic_write_via(path, lambda tmp_path: tmp_path.write_bytes(cand.read_bytes()))
+    log.info("simplified %s: %d → %d nodes, parity verified", path, before, after)
+    return SimplifyResult(True, before, after, f"{before} → {after} nodes, check and parity passed")
+
+
+def _copy_metadata(src, dst) -> None:
+    have = {p.key for p in dst.metadata_props}
+    for prop in src.metadata_props:
+        if prop.key not in have:
+            dst.metadata_props.add(key=prop.key, value=prop.value)
+    dst.producer_name = src.producer_name
+
+
+def _torch_reference(model):
+    import torch
+
+    device = next(model.parameters()).device
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x).to(device)).cpu().numpy()
+
+    return run
+
+
+def _probe_inputs(example, n: int = 8) -> np.ndarray:
+    """Inputs for verifying a simplification: the example plus seeded noise of the same scale."""
+    x = example.detach().cpu().numpy().astype(np.float32)
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((n, *x.shape[1:])).astype(np.float32) * (float(x.std()) or 1.0)
+    return np.concatenate([x, noise + float(x.mean())])
 
 
 def _export(model, example, path: Path, opset: int, input_name: str, output_name: str, exporter: str):
@@ -70,7 +187,8 @@ def _finalise(path: Path, metadata: dict) -> None:
     model = onnx.load(str(path))
     for key, value in metadata.items():
         prop = next((p for p in model.metadata_props if p.key == key), None) or model.metadata_props.add()
-        prop.key, prop.value = str(key), str(value)
+        text = json.dumps(value, sort_keys=True) if isinstance(value, dict | list | tuple) else str(value)
+        prop.key, prop.value = str(key), text
     model.producer_name = "edgekd"
     onnx.save_model(model, str(path), save_as_external_data=False)
     check_onnx(path)

@@ -33,6 +33,8 @@ class ParityReport:
     tolerance: float | None
     passed: bool
     lines: list[str] = field(default_factory=list)
+    outputs: dict[str, dict] = field(default_factory=dict)
+    first_divergent: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,47 +57,98 @@ def check_parity(reference_fn, onnx_path: str | os.PathLike, inputs: np.ndarray,
                  input_name: str | None = None, providers=None) -> ParityReport:
     """Run ``onnx_path`` and ``reference_fn`` (numpy in → numpy out) on ``inputs`` and compare.
 
-    The ONNX model runs on the whole input set and, separately, at each of ``batch_sizes`` to prove the
-    dynamic batch axis really is dynamic. Raises :class:`ToleranceExceeded` when a gate fails.
+    ``reference_fn`` returns one array, a tuple/list (in the model's output order) or a dict by output
+    name; every output is compared. The ONNX model runs on the whole input set and, separately, at each
+    of ``batch_sizes`` (two or more, to prove the batch axis really is dynamic). Raises
+    :class:`ToleranceExceeded` naming the first output that diverges and by how much.
+
+    Example:
+        >>> report = check_parity(lambda x: model(x), "m.onnx", x_test)  # doctest: +SKIP
+        >>> print("\\n".join(report.lines))
     """
     from deploy.runtime.ort import create_session
 
     atol = TOLERANCES.get(precision) if atol is None else atol
+    if len(set(batch_sizes)) < 2:
+        log.warning("parity checked at batch sizes %s only; use two or more to prove a dynamic batch",
+                    list(batch_sizes))
     session, _ = create_session(onnx_path, providers)
     name = input_name or session.get_inputs()[0].name
-    out_name = session.get_outputs()[0].name
-    reference = np.asarray(reference_fn(inputs))
-    actual = session.run(None, {name: inputs})[0]
-    max_diff, mean_diff, agree = compare(reference, actual, out_name)
-    lines = []
+    dim0 = next(i.shape[0] for i in session.get_inputs() if i.name == name)
+    if isinstance(dim0, int) and dim0 > 0:
+        raise ShapeMismatch(f"{onnx_path}: input '{name}' has a fixed batch size {dim0}, not a dynamic one",
+                            hint="re-export with a dynamic batch axis (export_onnx does this)")
+    out_names = [o.name for o in session.get_outputs()]
+    stats = _compare_all(_as_outputs(reference_fn(inputs), out_names), session.run(None, {name: inputs}),
+                         out_names)
     for bs in batch_sizes:
-        chunk = inputs[:bs]
-        if len(chunk) < bs:
-            chunk = np.concatenate([chunk] * (bs // max(len(chunk), 1) + 1))[:bs]
-        got = session.run(None, {name: chunk})[0]
-        if got.shape[0] != bs:
-            raise ShapeMismatch(f"batch {bs}: output '{out_name}' has batch {got.shape[0]}",
-                                hint="the batch axis is not dynamic; re-export with a dynamic batch")
-        b_max, _, _ = compare(np.asarray(reference_fn(chunk)), got, out_name)
-        max_diff = max(max_diff, b_max)
-    passed = True
-    if atol is not None:
-        ok = max_diff <= atol
-        lines.append(f"{'✓' if ok else '✗'} {out_name} [{precision}]: max abs diff {max_diff:.3g} "
-                     f"(tolerance {atol:g}), mean {mean_diff:.3g}, top-1 agreement {agree:.2%}, "
-                     f"batches {list(batch_sizes)} + {len(inputs)}")
-        passed &= ok
-    if min_agreement is not None:
-        ok = agree >= min_agreement
-        lines.append(f"{'✓' if ok else '✗'} {out_name} [{precision}]: top-1 agreement {agree:.2%} "
-                     f"(minimum {min_agreement:.2%})")
-        passed &= ok
-    report = ParityReport(precision, max_diff, mean_diff, agree, len(inputs), list(batch_sizes), atol, passed,
-                          lines)
+        chunk = _batch_of(inputs, bs)
+        got = session.run(None, {name: chunk})
+        for out_name, arr in zip(out_names, got, strict=True):
+            if arr.shape[0] != bs:
+                raise ShapeMismatch(f"batch {bs}: output '{out_name}' has batch {arr.shape[0]}",
+                                    hint="the batch axis is not dynamic; re-export with a dynamic batch")
+        for out_name, (b_max, _, _) in _compare_all(_as_outputs(reference_fn(chunk), out_names), got,
+                                                    out_names).items():
+            stats[out_name] = (max(stats[out_name][0], b_max), *stats[out_name][1:])
+    lines, failed = _gate_lines(stats, precision, atol, min_agreement, list(batch_sizes), len(inputs))
+    first = out_names[0]
+    report = ParityReport(precision, stats[first][0], stats[first][1], stats[first][2], len(inputs),
+                          list(batch_sizes), atol, not failed, lines,
+                          outputs={k: {"max_abs_diff": v[0], "mean_abs_diff": v[1], "top1_agreement": v[2]}
+                                   for k, v in stats.items()},
+                          first_divergent=failed[0] if failed else None)
     for line in lines:
         log.info(line)
-    if not passed:
-        raise ToleranceExceeded(f"{onnx_path}: output '{out_name}' diverges from the reference: "
-                                + "; ".join(l[2:] for l in lines if l.startswith("✗")),
+    if failed:
+        bad = [line[2:] for line in lines if line.startswith("✗")]
+        raise ToleranceExceeded(f"{onnx_path}: output '{failed[0]}' is the first to diverge from the "
+                                f"reference: {bad[0]}" + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""),
                                 hint="check for training-only layers, unsupported ops or a lower precision")
     return report
+
+
+def _as_outputs(ref, names: list[str]) -> list[np.ndarray]:
+    """Normalise a reference result (array, sequence or dict) to a list in ONNX output order."""
+    if isinstance(ref, dict):
+        missing = [n for n in names if n not in ref]
+        if missing:
+            raise ShapeMismatch(f"the reference returned no output(s) {missing}; it has {sorted(ref)}")
+        return [np.asarray(ref[n]) for n in names]
+    refs = [np.asarray(r) for r in ref] if isinstance(ref, list | tuple) else [np.asarray(ref)]
+    if len(refs) != len(names):
+        raise ShapeMismatch(f"the ONNX model has {len(names)} output(s) {names}, the reference {len(refs)}")
+    return refs
+
+
+def _compare_all(refs: list[np.ndarray], got: list[np.ndarray], names: list[str]) -> dict:
+    return {n: compare(r, a, n) for n, r, a in zip(names, refs, got, strict=True)}
+
+
+def _batch_of(inputs: np.ndarray, bs: int) -> np.ndarray:
+    chunk = inputs[:bs]
+    if len(chunk) < bs:
+        chunk = np.concatenate([chunk] * (bs // max(len(chunk), 1) + 1))[:bs]
+    return chunk
+
+
+def _gate_lines(stats: dict, precision: str, atol: float | None, min_agreement: float | None,
+                batch_sizes: list[int], n: int) -> tuple[list[str], list[str]]:
+    """One ✓/✗ line per output and gate; returns (lines, names of failing outputs in order)."""
+    lines, failed = [], []
+    for out_name, (max_diff, mean_diff, agree) in stats.items():
+        ok = True
+        if atol is not None:
+            ok_tol = max_diff <= atol
+            lines.append(f"{'✓' if ok_tol else '✗'} {out_name} [{precision}]: max abs diff {max_diff:.3g} "
+                         f"(tolerance {atol:g}), mean {mean_diff:.3g}, top-1 agreement {agree:.2%}, "
+                         f"batches {batch_sizes} + {n}")
+            ok &= ok_tol
+        if min_agreement is not None:
+            ok_agree = agree >= min_agreement
+            lines.append(f"{'✓' if ok_agree else '✗'} {out_name} [{precision}]: top-1 agreement {agree:.2%} "
+                         f"(minimum {min_agreement:.2%})")
+            ok &= ok_agree
+        if not ok:
+            failed.append(out_name)
+    return lines, failed

@@ -98,7 +98,7 @@ def _preflight(ctx: Context) -> None:
     if r.teacher.checkpoint:
         load_weights(teacher, r.teacher.checkpoint)
     extra = []
-    for i, spec in enumerate(r.teacher.extra):
+    for spec in r.teacher.extra:
         model = _build(ctx, spec)
         if spec.checkpoint:
             load_weights(model, spec.checkpoint)
@@ -247,7 +247,7 @@ def stage_export(ctx: Context) -> None:
                 "normalization": json.dumps(s.normalization), "labels": json.dumps(s.labels),
                 "source_sha256": sha256_file(ctx.path("weights", f"{name}.safetensors"))}
         path = export_onnx(model, example, ctx.path("onnx", f"{name}.onnx"), opset=r.export.opset,
-                           metadata=meta, exporter=r.export.exporter)
+                           metadata=meta, exporter=r.export.exporter, simplify=r.export.simplify)
 
         def reference(x: np.ndarray, model=model) -> np.ndarray:
             with torch.inference_mode():
@@ -263,27 +263,30 @@ def stage_export(ctx: Context) -> None:
 
 
 def stage_quantize(ctx: Context) -> None:
-    from deploy.quantize import quantize_static
+    """Accuracy-aware static INT8: calibrated on training images, judged on validation (never test)."""
+    from deploy.accuracy_aware import accuracy_aware_quantize
     from edgekd.data import to_numpy
 
-    q = ctx.recipe.quantize
+    r, q = ctx.recipe, ctx.recipe.quantize
     if not q.enabled:
         ctx.ui.done("quantize", "skipped (quantize.enabled is false)")
         return
-    calib, _ = to_numpy(ctx.splits.train_eval, limit=q.calib_samples)  # training images, never test
-    result = quantize_static(ctx.onnx["student"], ctx.path("onnx", "student-int8.onnx"), calib,
-                             method=q.calibration, preset=q.preset)
-    ctx.onnx["student-int8"] = result.path
-    ctx.results["quantize"] = _as_dict(result)
-    ctx.ui.done("quantize", f"static INT8 (QDQ, per-channel, {q.calibration}, preset {result.preset}) "
-                            f"from {len(calib)} training images")
-
-
-def _as_dict(obj) -> dict:
-    import dataclasses
-
-    d = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+    calib, _ = to_numpy(ctx.splits.train_eval, limit=q.calib_samples)
+    val_x, val_y = to_numpy(ctx.splits.val)
+    result = accuracy_aware_quantize(ctx.onnx["student"], ctx.path("onnx", "student-int8.onnx"), calib, val_x,
+                                     val_y, tolerance=r.bundle.tolerance, method=q.calibration, preset=q.preset)
+    ctx.results["quantize"] = result.to_dict()
+    for line in result.lines:
+        ctx.ui.stage("quantize", line)
+    if result.decision == "int8":
+        ctx.onnx["student-int8"] = Path(result.path)
+        preset = result.quantize.preset if result.quantize else q.preset
+        ctx.ui.done("quantize", f"static INT8 (QDQ, per-channel, {q.calibration}, preset {preset}) from "
+                                f"{len(calib)} training images; validation top-1 {result.final_top1:.2%} "
+                                f"vs FP32 {result.float_top1:.2%}")
+    else:
+        ctx.ui.done("quantize", f"INT8 missed the {r.bundle.tolerance:.2%} tolerance on validation even with "
+                                "sensitive nodes kept in float: no INT8 artifact, FP32 ships")
 
 
 def _torch_artifact(ctx: Context, name: str, role: str) -> dict:
@@ -353,10 +356,10 @@ def _timings(ctx: Context, run1, run_batch, batch: int) -> dict:
 
 
 def stage_benchmark(ctx: Context) -> None:
+    import torch
+
     from edgekd.data import to_numpy
     from edgekd.models import count_params
-
-    import torch
 
     torch.set_num_threads(ctx.recipe.bench.threads or torch.get_num_threads())
     ctx.bench_x, _ = to_numpy(ctx.splits.test, limit=256)
@@ -408,11 +411,11 @@ def choose_bundle(rows: list[dict], tolerance: float) -> tuple[dict | None, dict
 
 
 def stage_report(ctx: Context) -> None:
+    import torch
+
     from benchmarks.fingerprint import fingerprint
     from deploy.bundle import write_bundle
     from edgekd.report import write_run_report
-
-    import torch
 
     r, rows = ctx.recipe, ctx.results.get("artifacts", [])
     chosen, reasons = choose_bundle(rows, r.bundle.tolerance)

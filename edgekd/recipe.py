@@ -121,7 +121,7 @@ class QuantizeConfig:
     enabled: bool = True
     calibration: str = _choices("minmax", "entropy", "percentile", default="minmax")
     calib_samples: int = _range(256, 1, 1_000_000)
-    preset: str = _choices("auto", "x86", "arm64", "tensorrt", default="auto")
+    preset: str = _choices("auto", "x86", "x86-vnni", "arm64", "tensorrt", default="auto")
     fp16: bool = False
     dynamic: bool = False
 

@@ -124,7 +124,7 @@ class OnnxrtRunner:
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outs = self.session.run(None, feed)
-        return dict(zip(self.output_names, outs))
+        return dict(zip(self.output_names, outs, strict=True))
 
 
 def onnxruntime_version() -> str | None:

@@ -1,13 +1,152 @@
-"""`edgekd quantize` (being written)."""
+"""`edgekd quantize`: static/dynamic INT8 or FP16 with ONNX Runtime, optionally accuracy-aware."""
 
-HELP = "(not available yet)"
+from __future__ import annotations
+
+HELP = "quantize an ONNX model: static INT8 (QDQ), dynamic INT8 or FP16, optionally accuracy-aware"
+DESCRIPTION = """Quantize with ONNX Runtime. Static INT8 (default) writes QDQ with per-channel weights,
+calibrated on training samples (--calib CALIB.npz with an array 'x', or --calib-from RUN_DIR to take them
+from a run's training split — never the test split). Presets pick the INT8 settings for the target:
+x86 (no VNNI: U8S8 + reduce_range against saturation), x86-vnni, arm64, tensorrt (symmetric, zero
+points 0); 'auto' reads this CPU's instruction sets.
+
+With --tolerance T (and --val VAL.npz holding 'x' and 'y', or --calib-from RUN_DIR) the result must
+stay within T top-1 of the float model on the validation split; otherwise the most sensitive nodes are
+kept in float step by step, or the float model is kept (the output is then not written).
+
+  edgekd quantize runs/digits/onnx/student.onnx --calib-from runs/digits --out student-int8.onnx
+  edgekd quantize model.onnx --calib calib.npz --preset tensorrt --out model-int8-trt.onnx
+  edgekd quantize model.onnx --mode fp16 --out model-fp16.onnx
+  edgekd quantize model.onnx --calib-from runs/digits --tolerance 0.01 --out model-int8.onnx"""
 
 
-def add_arguments(parser) -> None:
-    pass
+def add_arguments(p) -> None:
+    p.add_argument("model", metavar="MODEL.onnx", help="the float ONNX model")
+    p.add_argument("--out", required=True, metavar="OUT.onnx", help="where the quantized model goes")
+    p.add_argument("--mode", choices=["static", "dynamic", "fp16"], default="static",
+                   help="static INT8 (QDQ, calibrated; default), dynamic INT8, or FP16 with FP32 I/O")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--calib", metavar="CALIB.npz", help="calibration inputs: .npz with an array 'x' (N,C,H,W)")
+    src.add_argument("--calib-from", metavar="RUN_DIR", help="take calibration (and validation) data from a run")
+    p.add_argument("--calib-samples", type=int, default=None,
+                   help="how many calibration samples to use (default: all in CALIB, or the run recipe's)")
+    p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax",
+                   help="calibration method (default: minmax)")
+    p.add_argument("--preset", choices=["auto", "x86", "x86-vnni", "arm64", "tensorrt"], default="auto",
+                   help="INT8 settings for the target (default: auto, from this CPU)")
+    p.add_argument("--no-per-channel", action="store_true", help="per-tensor instead of per-channel weights")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="accuracy-aware: largest accepted top-1 drop on the validation split, e.g. 0.01")
+    p.add_argument("--val", metavar="VAL.npz", help="validation data for --tolerance: .npz with 'x' and 'y'")
+    p.add_argument("--max-steps", type=int, default=6, help="accuracy-aware: exclusion steps before giving up")
 
 
 def main(args) -> int:
+    from rich.console import Console
+
+    from deploy.errors import UsageError
+    from deploy.quantize import quantize
+
+    console = Console(highlight=False, soft_wrap=True)
+    calib, val = _load_data(args)
+    if args.tolerance is not None:
+        if args.mode != "static":
+            raise UsageError("--tolerance works with --mode static only")
+        return _accuracy_aware(args, calib, val, console)
+    kwargs = {} if args.mode == "fp16" else {"preset": args.preset}
+    if args.mode == "static":
+        kwargs.update(method=args.method, per_channel=not args.no_per_channel)
+    result = quantize(args.mode, args.model, args.out, calib, **kwargs)
+    _print_result(console, result)
+    return 0
+
+
+def _accuracy_aware(args, calib, val, console) -> int:
+    from deploy.accuracy_aware import accuracy_aware_quantize
     from deploy.errors import UsageError
 
-    raise UsageError("edgekd quantize is not available in this build yet")
+    if calib is None or val is None:
+        raise UsageError("--tolerance needs calibration and validation data",
+                         hint="pass --calib CALIB.npz --val VAL.npz, or --calib-from RUN_DIR")
+    res = accuracy_aware_quantize(args.model, args.out, calib, val[0], val[1], tolerance=args.tolerance,
+                                  method=args.method, preset=args.preset, max_steps=args.max_steps,
+                                  per_channel=not args.no_per_channel)
+    for line in res.lines:
+        console.print(line)
+    if res.quantize is not None:
+        _print_result(console, res.quantize)
+    else:
+        console.print(f"kept the float model {res.path}; {args.out} was not written")
+    return 0
+
+
+def _print_result(console, result) -> None:
+    isa = result.cpu_isa
+    flags = ", ".join(k.upper() for k in ("avx2", "avx512", "vnni", "neon", "dotprod") if isa.get(k)) or "none"
+    what = f"{result.mode} {result.precision.upper()} ({result.format}"
+    what += f", {result.method}, preset {result.preset}" if result.method else ""
+    console.print(f"✓ wrote {result.path}: {what}) on {isa.get('arch')} [{flags}]")
+    if result.settings:
+        console.print("  settings: " + ", ".join(f"{k}={v}" for k, v in result.settings.items()))
+
+
+def _load_data(args):
+    """(calibration inputs or None, (val_x, val_y) or None) from --calib/--val or --calib-from."""
+    import numpy as np
+
+    from deploy.errors import UsageError
+
+    if args.mode == "static" and not (args.calib or args.calib_from):
+        raise UsageError("static INT8 needs calibration data",
+                         hint="pass --calib CALIB.npz (array 'x') or --calib-from RUN_DIR, or use --mode dynamic")
+    calib = val = None
+    if args.calib_from:
+        calib, val = _from_run(args.calib_from, args.calib_samples)
+    elif args.calib:
+        calib = _npz(args.calib, ("x",))["x"]
+    if args.val:
+        arrays = _npz(args.val, ("x", "y"))
+        val = (arrays["x"].astype(np.float32), arrays["y"])
+    if calib is not None and args.calib_samples:
+        calib = calib[: args.calib_samples]
+    return (None if calib is None else calib.astype(np.float32)), val
+
+
+def _npz(path: str, keys: tuple[str, ...]) -> dict:
+    import zipfile
+
+    import numpy as np
+
+    from deploy.errors import InputFileError
+    from deploy.intake import check_file
+
+    check_file(path, "data file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        why = "it is not a numpy archive (pickled data is never loaded)" if "pickle" in str(exc) else str(exc)
+        raise InputFileError(f"{path} is not a readable .npz file: {why}",
+                             hint="save it with numpy.savez(path, x=inputs, y=labels)") from None
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise InputFileError(f"{path} has no array(s) {missing}; it holds {sorted(arrays)}",
+                             hint="save it with numpy.savez(path, x=inputs, y=labels)")
+    return arrays
+
+
+def _from_run(run_dir: str, samples: int | None):
+    """Training-split calibration samples and the validation split of a finished run."""
+    from pathlib import Path
+
+    from deploy.errors import InputFileError
+    from edgekd.commands._common import load_recipe_and_check
+    from edgekd.data import load_data, to_numpy
+
+    recipe_path = Path(run_dir) / "recipe.yaml"
+    if not recipe_path.is_file():
+        raise InputFileError(f"{run_dir} has no recipe.yaml: not a run folder",
+                             hint="pass the folder written by `edgekd run --out DIR`")
+    recipe = load_recipe_and_check(str(recipe_path), [])
+    splits = load_data(recipe.data, recipe.seed)
+    calib, _ = to_numpy(splits.train_eval, limit=samples or recipe.quantize.calib_samples)
+    return calib, to_numpy(splits.val)

@@ -1,0 +1,404 @@
+"""ONNX Runtime quantization: static INT8 (QDQ, per-channel), dynamic INT8 and FP16, with CPU presets.
+
+Presets are registered by name (``x86``, ``x86-vnni``, ``arm64``, ``tensorrt``); ``auto`` picks one from
+the CPU's instruction sets (:func:`deploy.runtime.cpu.cpu_info`). ONNX Runtime documents that x86-64
+CPUs with AVX2/AVX-512 but *without* VNNI run U8S8 through ``VPMADDUBSW``, which can saturate; the fix
+it documents is ``reduce_range`` (7-bit weights) or U8U8. So the ``x86`` preset uses U8 activations, S8
+weights and ``reduce_range``; CPUs with VNNI and ARM have no such issue and use S8S8, ONNX Runtime's
+recommended QDQ default. ``tensorrt`` quantizes activations and weights symmetrically (zero points 0),
+which TensorRT's explicit-quantization path requires.
+
+Every failure inside the quantizer becomes a :class:`QuantizationFailed` naming the step; outputs are
+written atomically and checked to load and run in ONNX Runtime before they are returned.
+
+Example:
+    >>> res = quantize_static("student.onnx", "student-int8.onnx", calib_x, method="entropy")  # doctest: +SKIP
+    >>> res.preset, res.settings["reduce_range"], res.warnings
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deploy.errors import EdgekdError, UsageError, VerificationError, require
+from deploy.fileio import atomic_write_via
+
+log = logging.getLogger(__name__)
+
+#: Below this many calibration samples activation ranges are unreliable; we warn (not fail).
+MIN_CALIB_SAMPLES = 100
+METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+MODES = ("static", "dynamic", "fp16")
+
+
+class QuantizationFailed(VerificationError):
+    """The quantizer (or the check of its output) failed; ``step`` names where."""
+
+    def __init__(self, message: str, step: str, hint: str | None = None):
+        super().__init__(message, hint)
+        self.step = step
+
+
+@dataclass(frozen=True)
+class Preset:
+    """INT8 settings for one kind of target."""
+
+    name: str
+    activation_type: str  # "uint8" | "int8"
+    weight_type: str
+    reduce_range: bool
+    activation_symmetric: bool
+    weight_symmetric: bool
+    description: str
+
+
+PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(preset: Preset) -> Preset:
+    """Add a preset to the registry (by ``preset.name``)."""
+    PRESETS[preset.name] = preset
+    return preset
+
+
+register_preset(Preset("x86", "uint8", "int8", True, False, True,
+                       "x86-64 without VNNI (AVX2/AVX-512): U8S8 with reduce_range against VPMADDUBSW saturation"))
+register_preset(Preset("x86-vnni", "int8", "int8", False, False, True,
+                       "x86-64 with AVX-VNNI/AVX512-VNNI: S8S8 QDQ, full 8-bit range"))
+register_preset(Preset("arm64", "int8", "int8", False, False, True,
+                       "ARM64 (NEON/dot-product): S8S8 QDQ, full 8-bit range"))
+register_preset(Preset("tensorrt", "int8", "int8", False, True, True,
+                       "TensorRT explicit quantization: S8S8, symmetric activations and weights (zero point 0)"))
+
+
+@dataclass
+class QuantizeResult:
+    """What was produced and with which settings (recorded into results and reports)."""
+
+    path: str
+    precision: str  # "int8" | "fp16"
+    format: str  # "QDQ" | "QOperator" | "float16"
+    mode: str  # "static" | "dynamic" | "fp16"
+    method: str | None
+    preset: str | None
+    settings: dict
+    cpu_isa: dict
+    calib_samples: int = 0
+    nodes_excluded: list[str] = field(default_factory=list)
+    preprocessed: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cpu_isa() -> dict:
+    """``{"arch", "model", "avx2", "avx512", "vnni", "neon", ...}`` of this CPU."""
+    from deploy.runtime.cpu import cpu_info
+
+    info = cpu_info()
+    return {"arch": info["arch"], "model": info["model"], **info["flags"]}
+
+
+def resolve_preset(name: str = "auto", isa: dict | None = None) -> Preset:
+    """Return the named preset; ``auto`` picks ``arm64``, ``x86-vnni`` or ``x86`` from the CPU."""
+    if name == "auto":
+        isa = isa or cpu_isa()
+        arm = isa.get("neon") or str(isa.get("arch", "")).startswith(("arm", "aarch"))
+        name = "arm64" if arm else "x86-vnni" if isa.get("vnni") else "x86"
+    if name not in PRESETS:
+        raise UsageError(f"unknown quantization preset '{name}'", hint=f"use 'auto' or one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+@contextlib.contextmanager
+def _step(name: str, what: str) -> Iterator[None]:
+    """Turn any exception in a quantization step into :class:`QuantizationFailed` (no traceback)."""
+    try:
+        yield
+    except EdgekdError:
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise  # atomic_write_via turns it into a ResourceError
+        raise QuantizationFailed(f"{what} failed at step '{name}': {exc}", name) from None
+    except Exception as exc:  # noqa: BLE001 - third-party quantizer errors are wrapped, by design
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise QuantizationFailed(f"{what} failed at step '{name}': {type(exc).__name__}: {first}", name,
+                                 hint="try another --method/--preset, exclude the failing node, or ship FP32"
+                                 ) from None
+
+
+def _quiet():
+    """ORT's calibrators print progress to stdout; library code must not."""
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def input_spec(model_path: Path, input_name: str | None, calib: np.ndarray | None = None
+                ) -> tuple[str, int | None]:
+    """The input's name and its fixed batch size (``None`` when dynamic); checks ``calib``'s shape."""
+    from deploy.intake import load_onnx_checked
+
+    model = load_onnx_checked(model_path)
+    inits = {i.name for i in model.graph.initializer}
+    inputs = {i.name: i for i in model.graph.input if i.name not in inits}
+    name = input_name or next(iter(inputs))
+    if name not in inputs:
+        raise UsageError(f"model has no input '{name}'", hint=f"its inputs are {list(inputs)}")
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in inputs[name].type.tensor_type.shape.dim]
+    if calib is not None and (calib.ndim != len(dims) or any(
+            d is not None and d != c for d, c in zip(dims[1:], calib.shape[1:], strict=False))):
+        want = ", ".join("N" if d is None else str(d) for d in dims)
+        raise UsageError(f"calibration data has shape {calib.shape}; input '{name}' takes ({want})",
+                         hint="pass samples preprocessed exactly like the model's training input")
+    return name, dims[0] if dims else None
+
+
+def calibration_reader(calib: np.ndarray, name: str, batch: int):
+    """An ORT ``CalibrationDataReader`` feeding ``calib`` to input ``name`` in batches of ``batch``."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(range(0, len(calib), batch))
+
+        def get_next(self):
+            start = next(self._it, None)
+            return None if start is None else {name: np.ascontiguousarray(calib[start:start + batch])}
+
+        def rewind(self) -> None:
+            self._it = iter(range(0, len(calib), batch))
+
+    return _Reader()
+
+
+def _calib_batches(calib: np.ndarray, fixed: int | None, batch: int, warnings: list[str]) -> tuple[np.ndarray, int]:
+    """Equal-sized batches: ORT's histogram calibrators (entropy, percentile) reject a ragged last batch."""
+    if fixed:
+        return calib, fixed
+    size = max(d for d in range(1, min(batch, len(calib)) + 1) if len(calib) % d == 0)
+    if size >= min(8, len(calib)):
+        return calib, size
+    keep = len(calib) - len(calib) % batch
+    warnings.append(f"calibrating on {keep} of {len(calib)} samples (whole batches of {batch})")
+    return calib[:keep], batch
+
+
+def preprocess_model(src: Path, workdir: Path, warnings: list[str]) -> tuple[Path, bool]:
+    """ORT's quant_pre_process (shape inference + optimisation); on failure keep the original model."""
+    from onnxruntime.quantization import quant_pre_process
+
+    out = workdir / "preprocessed.onnx"
+    try:
+        with _quiet():
+            quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
+        return out, True
+    except Exception as exc:  # noqa: BLE001 - optional step
+        msg = f"quant_pre_process failed ({type(exc).__name__}: {str(exc)[:120]}); quantizing the model as is"
+        log.warning(msg)
+        warnings.append(msg)
+        return src, False
+
+
+def _check_calib(calib: np.ndarray, minimum: int, warnings: list[str]) -> np.ndarray:
+    calib = np.asarray(calib)
+    if calib.ndim < 2 or len(calib) == 0:
+        raise UsageError(f"calibration data has shape {calib.shape}; expected (N, ...) with N >= 1 samples")
+    if not np.isfinite(calib).all():
+        raise UsageError("calibration data contains NaN/Inf", hint="pass normalised, finite input samples")
+    if len(calib) < minimum:
+        msg = (f"only {len(calib)} calibration samples (recommended >= {minimum}); activation ranges may be "
+               "poorly estimated")
+        log.warning(msg)
+        warnings.append(msg)
+    return calib.astype(np.float32, copy=False)
+
+
+def _stamp(path: Path, info: dict) -> None:
+    """Record how the model was quantized in its ``metadata_props`` (fp32 metadata is kept)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    props = {p.key: p for p in model.metadata_props}
+    for key, value in info.items():
+        prop = props.get(key) or model.metadata_props.add()
+        prop.key, prop.value = key, value
+    onnx.save_model(model, str(path), save_as_external_data=False)
+
+
+def smoke_test(path: str | os.PathLike, sample: np.ndarray | None = None, input_name: str | None = None) -> None:
+    """Load ``path`` in ONNX Runtime (CPU) and run ``sample``; outputs must be finite."""
+    from deploy.runtime.ort import create_session
+
+    session, _ = create_session(path, "cpu")
+    if sample is None:
+        return
+    name = input_name or session.get_inputs()[0].name
+    for out in session.run(None, {name: sample}):
+        if np.issubdtype(out.dtype, np.floating) and not np.isfinite(out).all():
+            raise VerificationError(f"{path}: the quantized model outputs NaN/Inf",
+                                    hint="quantization broke the model; try another method or keep FP32")
+
+
+def quantize_static(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: np.ndarray, *,
+                    method: str = "minmax", preset: str = "auto", per_channel: bool = True,
+                    input_name: str | None = None, nodes_to_exclude: Sequence[str] = (),
+                    op_types_to_quantize: Sequence[str] | None = None, percentile: float = 99.999,
+                    calib_batch: int = 32, preprocess: bool = True,
+                    min_calib_samples: int = MIN_CALIB_SAMPLES) -> QuantizeResult:
+    """Static INT8 in QDQ format with per-channel weights, calibrated on ``calib`` (N, C, H, W) float32.
+
+    Args:
+        fp32_path: float ONNX model.
+        out_path: where the INT8 model goes (written atomically).
+        calib: normalised training samples (never test samples).
+        method: ``minmax``, ``entropy`` or ``percentile``.
+        preset: ``auto`` or a name in :data:`PRESETS`.
+        per_channel: per-output-channel weight scales.
+        input_name: the model input to feed (default: the first).
+        nodes_to_exclude: node names kept in float.
+
+    Returns:
+        A :class:`QuantizeResult`. Raises :class:`QuantizationFailed` naming the failing step.
+
+    Example:
+        >>> quantize_static("m.onnx", "m-int8.onnx", x_train[:256], preset="x86")  # doctest: +SKIP
+    """
+    ortq = require("onnxruntime.quantization", "ort", "INT8 quantization")
+    if method not in METHODS:
+        raise UsageError(f"unknown calibration method '{method}'", hint=f"use one of {list(METHODS)}")
+    isa, chosen, warnings = cpu_isa(), resolve_preset(preset), []
+    calib = _check_calib(calib, min_calib_samples, warnings)
+    name, fixed_batch = input_spec(Path(fp32_path), input_name, calib)
+    calib, batch = _calib_batches(calib, fixed_batch, calib_batch, warnings)
+    settings = _settings(chosen, per_channel, method, percentile)
+    extra = {"ActivationSymmetric": chosen.activation_symmetric, "WeightSymmetric": chosen.weight_symmetric}
+    if method == "percentile":
+        extra["CalibPercentile"] = percentile
+    with tempfile.TemporaryDirectory(prefix="edgekd-quant-") as tmp:
+        src, pre = preprocess_model(Path(fp32_path), Path(tmp), warnings) if preprocess else (Path(fp32_path), False)
+
+        def write(dst: Path) -> None:
+            with _step("quantize_static", "static INT8 quantization"), _quiet():
+                ortq.quantize_static(
+                    str(src), str(dst), calibration_reader(calib, name, batch),
+                    quant_format=ortq.QuantFormat.QDQ, per_channel=per_channel,
+                    reduce_range=chosen.reduce_range, activation_type=_qtype(chosen.activation_type),
+                    weight_type=_qtype(chosen.weight_type), nodes_to_exclude=list(nodes_to_exclude) or None,
+                    op_types_to_quantize=list(op_types_to_quantize) if op_types_to_quantize else None,
+                    calibrate_method=getattr(ortq.CalibrationMethod, METHODS[method]), extra_options=extra)
+            _finish(dst, {"mode": "static", "method": method, "preset": chosen.name, **settings},
+                    calib[:batch], name)
+
+        path = atomic_write_via(out_path, write)
+    log.info("static INT8 (%s, preset %s) → %s", method, chosen.name, path)
+    return QuantizeResult(str(path), "int8", "QDQ", "static", method, chosen.name, settings, isa, len(calib),
+                          list(nodes_to_exclude), pre, warnings)
+
+
+def quantize_dynamic(fp32_path: str | os.PathLike, out_path: str | os.PathLike, *, preset: str = "auto",
+                     per_channel: bool = False, nodes_to_exclude: Sequence[str] = (),
+                     op_types_to_quantize: Sequence[str] | None = None,
+                     sample: np.ndarray | None = None) -> QuantizeResult:
+    """Dynamic INT8: weights quantized offline, activations at run time (no calibration data).
+
+    Example:
+        >>> quantize_dynamic("m.onnx", "m-dyn.onnx")  # doctest: +SKIP
+    """
+    ortq = require("onnxruntime.quantization", "ort", "INT8 quantization")
+    isa, chosen = cpu_isa(), resolve_preset(preset)
+    settings = {"weight_type": chosen.weight_type, "reduce_range": chosen.reduce_range,
+                "per_channel": per_channel, "weight_symmetric": True}
+
+    def write(dst: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix="edgekd-quant-") as tmp:
+            src, _ = preprocess_model(Path(fp32_path), Path(tmp), [])
+            with _step("quantize_dynamic", "dynamic INT8 quantization"), _quiet():
+                ortq.quantize_dynamic(
+                    str(src), str(dst), per_channel=per_channel, reduce_range=chosen.reduce_range,
+                    weight_type=_qtype(chosen.weight_type), nodes_to_exclude=list(nodes_to_exclude) or None,
+                    op_types_to_quantize=list(op_types_to_quantize) if op_types_to_quantize else None)
+        _finish(dst, {"mode": "dynamic", "preset": chosen.name, **settings}, sample, None)
+
+    path = atomic_write_via(out_path, write)
+    return QuantizeResult(str(path), "int8", "QOperator", "dynamic", None, chosen.name, settings, isa,
+                          nodes_excluded=list(nodes_to_exclude))
+
+
+def convert_fp16(fp32_path: str | os.PathLike, out_path: str | os.PathLike, *, keep_io_types: bool = True,
+                 op_block_list: Sequence[str] | None = None, sample: np.ndarray | None = None) -> QuantizeResult:
+    """FP16 weights and compute, FP32 inputs/outputs kept (``keep_io_types``) so apps need no change.
+
+    Uses ``onnxruntime.transformers.float16`` (shipped with ONNX Runtime).
+
+    Example:
+        >>> convert_fp16("m.onnx", "m-fp16.onnx")  # doctest: +SKIP
+    """
+    import onnx
+
+    f16 = require("onnxruntime.transformers.float16", "ort", "FP16 conversion")
+
+    def write(dst: Path) -> None:
+        with _step("convert_fp16", "FP16 conversion"):
+            model = f16.convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=keep_io_types,
+                                                 op_block_list=list(op_block_list) if op_block_list else None)
+            onnx.save_model(model, str(dst), save_as_external_data=False)
+        _finish(dst, {"mode": "fp16", "keep_io_types": keep_io_types}, sample, None)
+
+    path = atomic_write_via(out_path, write)
+    return QuantizeResult(str(path), "fp16", "float16", "fp16", None, None, {"keep_io_types": keep_io_types},
+                          cpu_isa())
+
+
+def _finish(path: Path, info: dict, sample: np.ndarray | None, input_name: str | None) -> None:
+    precision = "fp16" if info.get("mode") == "fp16" else "int8"
+    with _step("stamp metadata", "writing the quantized model"):
+        _stamp(path, {"edgekd.precision": precision, "edgekd.quantization": json.dumps(info, sort_keys=True)})
+    with _step("load in ONNX Runtime", "checking the quantized model"):
+        smoke_test(path, sample, input_name)
+
+
+def _settings(preset: Preset, per_channel: bool, method: str, percentile: float) -> dict:
+    out = {"activation_type": preset.activation_type, "weight_type": preset.weight_type,
+           "reduce_range": preset.reduce_range, "activation_symmetric": preset.activation_symmetric,
+           "weight_symmetric": preset.weight_symmetric, "per_channel": per_channel, "format": "QDQ",
+           "calibration": method}
+    if method == "percentile":
+        out["percentile"] = percentile
+    return out
+
+
+def _qtype(name: str):
+    from onnxruntime.quantization import QuantType
+
+    return {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[name]
+
+
+def quantize(mode: str, fp32_path: str | os.PathLike, out_path: str | os.PathLike,
+             calib: np.ndarray | None = None, **kwargs) -> QuantizeResult:
+    """Dispatch by ``mode`` (``static``, ``dynamic``, ``fp16``) — what the CLI calls."""
+    if mode not in _MODES:
+        raise UsageError(f"unknown quantization mode '{mode}'", hint=f"use one of {list(_MODES)}")
+    if mode == "static" and calib is None:
+        raise UsageError("static INT8 needs calibration data", hint="pass --calib CALIB.npz or --calib-from RUN")
+    return _MODES[mode](fp32_path, out_path, calib, **kwargs)
+
+
+_MODES = {
+    "static": lambda src, dst, calib, **kw: quantize_static(src, dst, calib, **kw),
+    "dynamic": lambda src, dst, calib, **kw: quantize_dynamic(
+        src, dst, sample=None if calib is None else calib[:2], **kw),
+    "fp16": lambda src, dst, calib, **kw: convert_fp16(src, dst, sample=None if calib is None else calib[:2], **kw),
+}
