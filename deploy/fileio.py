@@ -36,6 +36,27 @@ def _publish(tmp: str, path: Path) -> None:
 
 
 @contextlib.contextmanager
+def _staged(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on clean exit publish it over ``path``, else delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        _publish(tmp, path)
+    except OSError as exc:
+        _discard(tmp)
+        if exc.errno in _DISK_ERRNOS:
+            raise ResourceError(f"could not write {path}: {exc.strerror}",
+                                hint="free disk space or choose another --out folder") from None
+        raise
+    except BaseException:
+        _discard(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temp file beside ``path``; on clean exit flush, fsync and rename it over ``path``.
 
@@ -43,47 +64,19 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         >>> with atomic_write("out.json", "w") as f:  # doctest: +SKIP
         ...     f.write("{}")
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        _publish(tmp, path)
-    except OSError as exc:
-        _discard(tmp)
-        if exc.errno in _DISK_ERRNOS:
-            raise ResourceError(f"could not write {path}: {exc.strerror}",
-                                hint="free disk space or choose another --out folder") from None
-        raise
-    except BaseException:
-        _discard(tmp)
-        raise
+    with _staged(path) as tmp, open(tmp, mode) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_via(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path:
     """Let ``writer(tmp_path)`` write a file (for libraries that want a path), then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        writer(Path(tmp))
+    with _staged(path) as tmp:
+        writer(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        _publish(tmp, path)
-    except OSError as exc:
-        _discard(tmp)
-        if exc.errno in _DISK_ERRNOS:
-            raise ResourceError(f"could not write {path}: {exc.strerror}",
-                                hint="free disk space or choose another --out folder") from None
-        raise
-    except BaseException:
-        _discard(tmp)
-        raise
-    return path
+    return Path(path)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
