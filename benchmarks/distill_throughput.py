@@ -4,7 +4,8 @@ The same student learns from the same (briefly trained) teacher on the same data
 epochs, with no augmentation, along these paths:
 
 * (a) the tutorial loop (as in PyTorch's "Knowledge Distillation Tutorial"): every step runs the teacher
-  under ``no_grad`` and calls ``loss.item()``;
+  under ``no_grad`` and calls ``loss.item()``; it iterates the very batches the trainer sees (edgekd's
+  loader, same order), so only the teacher path and the loop differ;
 * (b) edgekd's :class:`~edgekd.distill.trainer.Trainer` with :class:`~edgekd.distill.cache.TeacherCache`:
   the teacher's logits are computed once (that pass is inside the timing) and looked up by index;
 * (c) the same Trainer with the teacher online, to separate the cache's share from the trainer's;
@@ -31,8 +32,9 @@ SECTION = "distill-throughput"
 INTRO = "## Distillation throughput"
 
 
-def digits_splits(size: int, seed: int):
-    """Digits at ``size``×``size``, 3 channels: (train, val, test) in-memory splits and the class count."""
+def digits_splits(size: int, seed: int, tile: int = 1):
+    """Digits at ``size``×``size``, 3 channels: (train, val, test) in-memory splits and the class count;
+    the train split repeated ``tile`` times (more steps per epoch for a fast device)."""
     import torch.nn.functional as F
 
     from edgekd.data import TensorSplit, load_data
@@ -43,6 +45,7 @@ def digits_splits(size: int, seed: int):
     for split in (s.train, s.val, s.test):
         x = F.interpolate(split.x, size=(size, size), mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
         out.append(TensorSplit(x.contiguous(), split.y.clone()))
+    out[0] = TensorSplit(out[0].x.repeat(tile, 1, 1, 1), out[0].y.repeat(tile))
     return (*out, s.num_classes)
 
 
@@ -57,9 +60,9 @@ def kd_loss(s, t, y, temperature: float, alpha: float):
 def tutorial_loop(teacher, student, train, val, args, device) -> None:
     """Path (a): the loop most KD tutorials show."""
     import torch
-    from torch.utils.data import DataLoader
 
     from edgekd.checkpoint import seed_everything
+    from edgekd.data import make_loader
     from edgekd.distill.trainer import evaluate
 
     seed_everything(args.seed)  # as the Trainer does, so dropout draws the same masks on every path
@@ -67,9 +70,8 @@ def tutorial_loop(teacher, student, train, val, args, device) -> None:
     teacher.eval()
     for epoch in range(args.epochs):
         student.train()
-        gen = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
         running = 0.0
-        for x, y, _ in DataLoader(train, batch_size=args.batch, shuffle=True, generator=gen):
+        for x, y, _ in make_loader(train, args.batch, shuffle=True, seed=args.seed, epoch=epoch):
             x, y = x.to(device), y.to(device)
             with torch.no_grad():
                 t = teacher(x)
@@ -119,7 +121,7 @@ def measure_paths(args) -> tuple[list[dict], dict]:
 
     device = resolve_device(args.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    train, val, test, classes = digits_splits(args.size, args.seed)
+    train, val, test, classes = digits_splits(args.size, args.seed, args.tile)
     teacher = train_teacher(args, device, train, val, classes)
     paths = [("(a) tutorial loop: teacher every step", None, False)]
     paths += [("(b) edgekd Trainer + cache", True, False), ("(c) edgekd Trainer, teacher online", False, False)]
@@ -184,11 +186,13 @@ def markdown(rows: list[dict], setup: dict, args) -> str:
     kw = "".join(f" --{k.replace('_', '-')} '{json.dumps(getattr(args, k))}'"
                  for k in ("teacher_kwargs", "student_kwargs") if getattr(args, k))
     cmd = (f"python -m benchmarks.distill_throughput --device {args.device} --epochs {args.epochs} "
-           f"--teacher-epochs {args.teacher_epochs} --batch {args.batch} --size {args.size} --repeats {args.repeats} "
+           f"--teacher-epochs {args.teacher_epochs} --batch {args.batch} --size {args.size} --tile {args.tile} "
+           f"--repeats {args.repeats} "
            f"--teacher {args.teacher} --student {args.student}{kw}")
     lines = [f"### {setup['device']}", "", f"`{cmd}`", "",
              f"Teacher {setup['teacher']}, test top-1 {setup['teacher_top1']:.2%}; student {setup['student']}; "
-             f"digits upsampled to {args.size}×{args.size}×3, {setup['train']} train samples, no augmentation, "
+             f"digits upsampled to {args.size}×{args.size}×3, {setup['train']} train samples (×{args.tile} tiled), "
+             "no augmentation, "
              f"{args.epochs} epochs, batch {args.batch}, AdamW lr {args.lr}, KD T={args.temperature} "
              f"alpha={args.alpha}; median of {args.repeats} alternating run(s) per path; torch {setup['torch']}; measured {time.strftime('%Y-%m-%d')}.", "",
              "| path | teacher outputs | samples/s | × vs (a) | wall s | student test top-1 |",
@@ -222,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher-kwargs", type=json.loads, default={}, help="JSON, e.g. '{\"hidden\": 128}'")
     p.add_argument("--student-kwargs", type=json.loads, default={}, help="JSON keyword arguments")
     p.add_argument("--size", type=int, default=32)
+    p.add_argument("--tile", type=int, default=1, help="repeat the train split this many times")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--teacher-epochs", type=int, default=2)
     p.add_argument("--batch", type=int, default=128)

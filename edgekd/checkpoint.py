@@ -27,10 +27,13 @@ def _torch_load(path: Path):
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "global" not in str(exc).lower():  # garbage bytes, not an attempt to import something
+            raise InputFileError(f"{path} is not a readable PyTorch checkpoint (not a valid pickle/zip)",
+                                 hint="the file may be truncated or of another format; re-save it") from None
         raise SecurityError(
             f"{path} holds Python objects that a weights-only load refuses: {str(exc).splitlines()[0]}",
             hint="save plain tensors (model.state_dict()) or safetensors; edgekd never unpickles code") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise InputFileError(f"{path} is not a readable PyTorch checkpoint: {str(exc).splitlines()[0]}",
                              hint="the file may be truncated or of another format; re-save it") from None
 
@@ -113,3 +116,45 @@ def save_object(obj, path: str | os.PathLike) -> Path:
     with atomic_write(path, "wb") as f:
         f.write(buf.getvalue())
     return Path(path)
+
+
+# ------------------------------------------------------------------------------------------ RNG states
+def rng_state() -> dict:
+    """Python, NumPy, torch (and CUDA) RNG states as tensors and plain values (weights_only-loadable)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    np_state = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    return {"torch": torch.get_rng_state(), "python": list(py_state), "python_version": py_version,
+            "python_gauss": py_gauss, "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+            "numpy_pos": int(np_state[2]),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` captured."""
+    import random
+
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

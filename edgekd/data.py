@@ -129,8 +129,8 @@ def _image_transforms(cfg, channels: int, train: bool):
 
     t = cfg.transforms
     ops = []
-    if t.resize:
-        ops.append(T.Resize(t.resize))
+    if t.resize:  # the short side (then cropped), or both sides when there is no crop: fixed shapes
+        ops.append(T.Resize(t.resize if t.crop else (t.resize, t.resize)))
     if t.crop:
         ops.append(T.RandomCrop(t.crop, padding=t.crop // 8) if train and cfg.augment else T.CenterCrop(t.crop))
     if train and cfg.augment and t.flip:
@@ -230,13 +230,11 @@ def _factory(spec: str, cfg, seed: int) -> DataSplits:
     result = fn(**cfg.kwargs)
     if isinstance(result, dict):
         return _from_dict(spec, result, cfg, seed)
-
-    def build(train, tf):
-        return result
-
+    x0 = _first_tensor(spec, result)
     labels = np.asarray(_targets(result))
+    if cfg.limit:
+        labels = labels[:cfg.limit]
     tr, va, te = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, seed)
-    x0 = result[0][0]
     ident = _identity(spec, cfg.kwargs, len(labels), labels[:200].tolist(), seed)
     classes = list(getattr(result, "classes", None) or [str(i) for i in range(int(labels.max()) + 1)])
     norm = {"scale": 1.0, "mean": [0.0] * x0.shape[0], "std": [1.0] * x0.shape[0]}
@@ -244,11 +242,24 @@ def _factory(spec: str, cfg, seed: int) -> DataSplits:
                       len(classes), tuple(x0.shape), [str(c) for c in classes], norm, ident)
 
 
+def _first_tensor(spec: str, dataset):
+    """The first sample's image, which must be a (C, H, W) tensor (the factory applies its transforms)."""
+    try:
+        x0 = dataset[0][0]
+    except (TypeError, IndexError, KeyError) as exc:
+        raise UsageError(f"data factory '{spec}' must return a dataset of (image, label) items: {exc}") from None
+    if getattr(x0, "ndim", None) != 3:
+        raise UsageError(f"data factory '{spec}' yields {type(x0).__name__} images of shape "
+                         f"{getattr(x0, 'shape', None)}, expected (C, H, W) float tensors",
+                         hint="apply ToTensor()/normalisation inside the factory")
+    return x0
+
+
 def _from_dict(spec: str, parts: dict, cfg, seed: int) -> DataSplits:
     missing = [k for k in ("train", "val", "test") if k not in parts]
     if missing:
         raise UsageError(f"data factory '{spec}' returned a dict without {missing}")
-    x0 = parts["train"][0][0]
+    x0 = _first_tensor(spec, parts["train"])
     labels = np.asarray(_targets(parts["train"]))
     classes = parts.get("classes") or [str(i) for i in range(int(labels.max()) + 1)]
     norm = parts.get("normalization") or {"scale": 1.0, "mean": [0.0] * x0.shape[0], "std": [1.0] * x0.shape[0]}
@@ -273,13 +284,44 @@ def load_data(cfg, seed: int = 0) -> DataSplits:
                      hint="use digits, torchvision:<Name>, imagefolder:<dir> or package.module:function")
 
 
+class TensorLoader:
+    """Batches of an in-memory :class:`TensorSplit` by tensor indexing, in the order a DataLoader with the
+    same sampler would give (no per-sample Python calls, no collation)."""
+
+    def __init__(self, split: TensorSplit, batch_size: int, order, pin_memory: bool, drop_last: bool):
+        self.split, self.batch_size, self.order = split, batch_size, order
+        self.pin_memory, self.drop_last = pin_memory, drop_last
+
+    def __len__(self) -> int:
+        n = len(self.order)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        import torch
+
+        idx = torch.as_tensor(list(self.order), dtype=torch.long)
+        for batch in idx.split(self.batch_size):
+            if self.drop_last and len(batch) < self.batch_size:
+                return
+            x, y = self.split.x[batch], self.split.y[batch]
+            yield (x.pin_memory(), y.pin_memory(), batch) if self.pin_memory else (x, y, batch)
+
+
 def make_loader(dataset, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0, workers: int = 0,
                 pin_memory: bool = False, sampler=None, drop_last: bool = False):
-    """A DataLoader whose shuffle order depends only on (seed, epoch): resumable and reproducible."""
+    """A loader whose shuffle order depends only on (seed, epoch): resumable and reproducible.
+
+    In-memory splits are batched by indexing (:class:`TensorLoader`); others use a DataLoader.
+    """
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, RandomSampler
 
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    if isinstance(dataset, TensorSplit):
+        torch.empty((), dtype=torch.int64).random_(generator=gen)  # what a DataLoader draws first
+        order = sampler if sampler is not None else \
+            RandomSampler(dataset, generator=gen) if shuffle else range(len(dataset))
+        return TensorLoader(dataset, batch_size, order, pin_memory and torch.cuda.is_available(), drop_last)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                       generator=gen, num_workers=workers, pin_memory=pin_memory, drop_last=drop_last,
                       persistent_workers=False)
@@ -291,5 +333,5 @@ def to_numpy(dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]
         n = len(dataset) if limit is None else min(limit, len(dataset))
         return dataset.x[:n].numpy().astype(np.float32), dataset.y[:n].numpy()
     n = len(dataset) if limit is None else min(limit, len(dataset))
-    xs, ys = zip(*[dataset[i][:2] for i in range(n)])
+    xs, ys = zip(*[dataset[i][:2] for i in range(n)], strict=True)
     return np.stack([np.asarray(x, dtype=np.float32) for x in xs]), np.asarray(ys, dtype=np.int64)

@@ -61,7 +61,6 @@ def cnn(num_classes: int, in_channels: int = 1, input_size: int = 8, channels=(3
 
 
 def _torchvision(name: str, num_classes: int, in_channels: int, weights: str | None = None, **kwargs):
-    import torch.nn as nn
     import torchvision
 
     try:
@@ -80,8 +79,7 @@ def _torchvision(name: str, num_classes: int, in_channels: int, weights: str | N
     else:
         model = builder(weights=None, num_classes=num_classes, **kwargs)
     if in_channels != 3:
-        _adapt_first_conv(model, in_channels)
-    del nn
+        _adapt_first_conv(model, in_channels, pretrained=bool(weights))
     return model
 
 
@@ -101,13 +99,27 @@ def _resize_classifier(model, num_classes: int) -> None:
     raise UsageError("could not find the classifier layer to resize to num_classes")
 
 
-def _adapt_first_conv(model, in_channels: int) -> None:
+def _adapt_first_conv(model, in_channels: int, pretrained: bool = False) -> None:
+    """Replace the first conv with one taking ``in_channels``; ``pretrained`` RGB filters are kept
+    (summed for 1 channel, tiled and rescaled otherwise, as timm does)."""
+    import torch
     import torch.nn as nn
 
     for name, mod in model.named_modules():
         if isinstance(mod, nn.Conv2d):
+            groups = 1 if mod.groups == 1 else in_channels
             new = nn.Conv2d(in_channels, mod.out_channels, mod.kernel_size, mod.stride, mod.padding,
-                            mod.dilation, mod.groups if mod.groups == 1 else in_channels, mod.bias is not None)
+                            mod.dilation, groups, mod.bias is not None)
+            if pretrained and groups == 1:
+                with torch.no_grad():
+                    w = mod.weight
+                    if in_channels == 1:
+                        new.weight.copy_(w.sum(1, keepdim=True))
+                    else:
+                        reps = -(-in_channels // w.shape[1])
+                        new.weight.copy_(w.repeat(1, reps, 1, 1)[:, :in_channels] * (w.shape[1] / in_channels))
+                    if mod.bias is not None:
+                        new.bias.copy_(mod.bias)
             parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
             setattr(parent, name.rsplit(".", 1)[-1], new)
             return
@@ -145,3 +157,61 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, input_size: 
 
 def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def model_from_config(cfg, num_classes: int, input_shape) -> object:
+    """Create the model a recipe's ``teacher``/``student`` section describes and load its ``checkpoint``.
+
+    ``input_shape`` is the data's (C, H, W). Checkpoints are safetensors or weights-only PyTorch files;
+    missing/unexpected keys and shape mismatches fail with the first offenders named.
+
+    Example:
+        >>> student = model_from_config(recipe.student, splits.num_classes, splits.input_shape)  # doctest: +SKIP
+    """
+    from edgekd.checkpoint import load_weights
+
+    channels, size = int(input_shape[0]), int(input_shape[-1])
+    model = create_model(cfg.model, num_classes=num_classes, in_channels=channels, input_size=size,
+                         weights=cfg.weights, **cfg.kwargs)
+    if cfg.checkpoint:
+        load_weights(model, cfg.checkpoint)
+    return model
+
+
+def check_models_fit(models: dict, splits) -> None:
+    """Run one zero batch of the data's input shape through each model and check its output width.
+
+    Call it before any training: a model built for other channels, sizes or class counts fails here with
+    the model named and expected vs actual, instead of after hours of teacher training.
+
+    Raises:
+        UsageError: a model rejects the input shape or does not output ``splits.num_classes`` logits.
+    """
+    import torch
+
+    shape = tuple(splits.input_shape)
+    for role, model in models.items():
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = model(torch.zeros(2, *shape, device=device))
+        except RuntimeError as exc:
+            raise UsageError(f"{role} model cannot take the data's input (N, {', '.join(map(str, shape))}): "
+                             f"{str(exc).splitlines()[0][:300]}",
+                             hint=f"build the {role} for {shape[0]} channel(s) at {shape[1]}x{shape[2]}, or "
+                                  "resize the data with data.transforms.resize/crop") from None
+        finally:
+            model.train(was_training)
+        _check_output(role, out, splits.num_classes)
+
+
+def _check_output(role: str, out, num_classes: int) -> None:
+    if isinstance(out, (tuple, list)) or not hasattr(out, "shape"):
+        raise UsageError(f"{role} model returns a {type(out).__name__}, expected a logits tensor",
+                         hint="wrap it so forward() returns (N, num_classes) logits")
+    if out.dim() != 2 or out.shape[1] != num_classes:
+        raise UsageError(f"{role} model outputs shape {tuple(out.shape)}, expected (N, {num_classes}): the data "
+                         f"has {num_classes} classes", hint="set num_classes for the model (torchvision and "
+                                                            "edgekd models take it from the data)")
