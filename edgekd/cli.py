@@ -56,9 +56,9 @@ def _stderr_console():
 
 
 def report_error(exc: BaseException) -> int:
-    from deploy.errors import EdgekdError
-
     from rich.markup import escape
+
+    from deploy.errors import EdgekdError
 
     err = _stderr_console()
     if isinstance(exc, EdgekdError):

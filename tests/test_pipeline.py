@@ -49,7 +49,7 @@ def test_results_follow_the_schema(tiny_run):
 
 
 def test_bundle_choice_is_the_fastest_within_tolerance(tiny_run):
-    from edgekd.pipeline import choose_bundle
+    from edgekd.shipping import choose_bundle
 
     res = json.loads((tiny_run / "results.json").read_text())
     rows = [dict(r) for r in res["artifacts"]]

@@ -28,7 +28,7 @@ def main(args) -> int:
 
     from deploy.bundle import write_bundle
     from deploy.errors import InputFileError, UsageError
-    from edgekd.pipeline import bundle_meta
+    from edgekd.shipping import bundle_meta
 
     run = Path(args.run)
     try:
