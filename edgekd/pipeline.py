@@ -77,33 +77,36 @@ def stage_data(ctx: Context) -> None:
 
 
 def _build(ctx: Context, spec) -> object:
+    """Create a model section's model (and load its ``checkpoint``), seeded so that its initial weights
+    do not depend on what ran before (a cache hit or a trained teacher)."""
     from edgekd.distill.trainer import seed_everything
-    from edgekd.models import create_model
+    from edgekd.models import model_from_config
 
-    seed_everything(ctx.recipe.seed)  # initial weights independent of what ran before (cache hit or not)
-    c, h, _ = ctx.splits.input_shape
-    return create_model(spec.model, ctx.splits.num_classes, in_channels=c, input_size=h,
-                        weights=spec.weights, **spec.kwargs)
+    seed_everything(ctx.recipe.seed)
+    return model_from_config(spec, ctx.splits.num_classes, ctx.splits.input_shape)
+
+
+def _make_loss(ctx: Context, student, teacher):
+    from edgekd.distill.losses import create_loss
+
+    r = ctx.recipe
+    return create_loss(r.distill.method, r.distill, label_smoothing=r.train.label_smoothing, student=student,
+                       teacher=teacher, input_shape=ctx.splits.input_shape, weights=r.teacher.weights_mix)
 
 
 def _preflight(ctx: Context) -> None:
-    """Build every model and load the teacher's checkpoint before anything is written: a wrong model
-    name, checkpoint or input shape fails here, not after hours of training and not with half a folder."""
-    from edgekd.checkpoint import load_weights
+    """Build every model, load checkpoints and build the loss before anything is written: a wrong model
+    name, checkpoint, input shape or feature-layer name fails here, not after hours of training and not
+    with half a folder."""
     from edgekd.models import check_models_fit
 
     r = ctx.recipe
     teacher = _build(ctx, r.teacher)
-    if r.teacher.checkpoint:
-        load_weights(teacher, r.teacher.checkpoint)
-    extra = []
-    for spec in r.teacher.extra:
-        model = _build(ctx, spec)
-        if spec.checkpoint:
-            load_weights(model, spec.checkpoint)
-        extra.append(model)
-    check_models_fit({"teacher": teacher, "student": _build(ctx, r.student),
+    extra = [_build(ctx, spec) for spec in r.teacher.extra]
+    student = _build(ctx, r.student)
+    check_models_fit({"teacher": teacher, "student": student,
                       **{f"teacher.extra[{i}]": m for i, m in enumerate(extra)}}, ctx.splits)
+    _make_loss(ctx, student, teacher)
     ctx.models["teacher_init"] = teacher
     ctx.models["extra_teachers"] = [m.to(ctx.device).eval() for m in extra]
 
@@ -168,25 +171,22 @@ def _fingerprint(ctx: Context, name: str) -> dict:
 
 
 def _teacher_source(ctx: Context):
-    from edgekd.distill.cache import OnlineTeacher, TeacherCache
+    from edgekd.distill.cache import make_teacher_source
+    from edgekd.distill.losses import LOSSES
 
     r, s = ctx.recipe, ctx.splits
-    teachers = [ctx.models["teacher"]] + ctx.models.get("extra_teachers", [])
-    mode = r.distill.cache
-    feature_method = r.distill.method in ("fitnet", "at")
-    if mode == "off" or s.augmented or feature_method:
-        return OnlineTeacher(teachers, r.teacher.weights_mix)
-    disk = ctx.path("cache", "teacher_logits.npy") if mode == "disk" else None
-    return TeacherCache(teachers, s.train_eval, r.data.eval_batch_size, ctx.device, r.teacher.weights_mix,
-                        disk_path=disk, workers=r.data.workers)
+    return make_teacher_source(
+        [ctx.models["teacher"]] + ctx.models.get("extra_teachers", []), s.train_eval, cache=r.distill.cache,
+        augmented=s.augmented, needs_features=getattr(LOSSES[r.distill.method], "uses_features", False),
+        batch_size=r.data.eval_batch_size, device=ctx.device, workers=r.data.workers,
+        disk_path=ctx.path("cache", "teacher_logits.npy"), num_classes=s.num_classes)
 
 
-def _train_student(ctx: Context, name: str, objective) -> object:
+def _train_student(ctx: Context, name: str, model, objective) -> object:
     from edgekd.checkpoint import save_weights
     from edgekd.distill.trainer import Trainer, evaluate
 
     r = ctx.recipe
-    model = _build(ctx, r.student)
     trainer = Trainer(model, ctx.splits.train, ctx.splits.val, r.train, objective, name=name, seed=r.seed,
                       **_loader_kwargs(ctx), checkpoint_dir=ctx.path("checkpoints", name),
                       fingerprint=_fingerprint(ctx, name), reporter=ctx.ui.reporter(name))
@@ -203,19 +203,20 @@ def _train_student(ctx: Context, name: str, objective) -> object:
 
 
 def stage_distill(ctx: Context) -> None:
-    from edgekd.distill.losses import create_loss
     from edgekd.distill.trainer import CEObjective, DistillObjective
 
     r = ctx.recipe
     source = _teacher_source(ctx)
     ctx.ui.stage("distill", f"{r.distill.method} (T={r.distill.temperature}, alpha={r.distill.alpha}), "
                             f"teacher outputs: {source.kind}")
-    loss = create_loss(r.distill.method, r.distill, label_smoothing=r.train.label_smoothing)
-    student_top1 = _train_student(ctx, "student", DistillObjective(loss, source))
+    student = _build(ctx, r.student)
+    loss = _make_loss(ctx, student, ctx.models["teacher"])
+    student_top1 = _train_student(ctx, "student", student, DistillObjective(loss, source))
     baseline_top1 = None
     if r.distill.baseline:
         ctx.ui.stage("distill", "baseline: the same student from scratch, same budget and seed")
-        baseline_top1 = _train_student(ctx, "baseline", CEObjective(r.train.label_smoothing))
+        baseline_top1 = _train_student(ctx, "baseline", _build(ctx, r.student),
+                                       CEObjective(r.train.label_smoothing))
     ctx.results["distillation"] = {
         "method": r.distill.method, "temperature": r.distill.temperature, "alpha": r.distill.alpha,
         "teacher_outputs": source.kind, "teacher_top1": ctx.results["teacher_test_top1"],

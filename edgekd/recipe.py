@@ -254,11 +254,22 @@ def _check_combinations(r: Recipe, problems: list[str]) -> None:
                                          or len(r.distill.student_layers) != len(r.distill.teacher_layers)):
         problems.append("distill.method 'fitnet' needs distill.student_layers and distill.teacher_layers "
                         "of equal, non-zero length")
-    if r.distill.method == "at" and len(r.distill.student_layers) != len(r.distill.teacher_layers):
+    if r.distill.method == "at" and (not r.distill.student_layers
+                                     or len(r.distill.student_layers) != len(r.distill.teacher_layers)):
         problems.append("distill.method 'at' needs distill.student_layers and distill.teacher_layers "
-                        "of equal length")
+                        "of equal, non-zero length")
     if r.distill.method == "multi" and not r.teacher.extra:
         problems.append("distill.method 'multi' needs at least one more teacher in teacher.extra")
+    if r.teacher.extra and r.distill.method != "multi":
+        problems.append(f"teacher.extra lists more teachers, but distill.method is '{r.distill.method}' "
+                        "(only 'multi' distils from several)")
+    if r.distill.cache in ("memory", "disk"):
+        if r.data.augment:
+            problems.append(f"distill.cache '{r.distill.cache}' cannot be used with data.augment: true (the "
+                            "teacher must see each augmented batch); use cache 'auto' or 'off'")
+        if r.distill.method in ("fitnet", "at"):
+            problems.append(f"distill.cache '{r.distill.cache}' cannot be used with method "
+                            f"'{r.distill.method}' (it needs teacher features); use cache 'auto' or 'off'")
     if r.teacher.weights_mix is not None and len(r.teacher.weights_mix) != 1 + len(r.teacher.extra):
         problems.append(f"teacher.weights_mix has {len(r.teacher.weights_mix)} weights for "
                         f"{1 + len(r.teacher.extra)} teachers")

@@ -131,3 +131,34 @@ def test_default_recipe_meets_accuracy_targets(tmp_path):
     teacher_params = next(a["params"] for a in results["artifacts"] if a["name"] == "teacher-pytorch")
     student_params = next(a["params"] for a in results["artifacts"] if a["name"] == "student-pytorch")
     assert teacher_params >= 100_000 and student_params * 10 <= teacher_params
+
+
+@pytest.mark.parametrize("method", [
+    ["distill.method=dkd", "distill.alpha=1.0", "distill.beta=8.0"],
+    ["distill.method=fitnet", "distill.student_layers=[features.1, features.2]",
+     "distill.teacher_layers=[features.1, features.2]"],
+    ["distill.method=at", "distill.feature_weight=100", "distill.student_layers=[features.2]",
+     "distill.teacher_layers=[features.2]"],
+], ids=["dkd", "fitnet", "at"])
+def test_every_kd_method_runs_through_edgekd_distill(tmp_path, method):
+    from tests.conftest import TINY, run_cli
+
+    out = tmp_path / "m"
+    sets = [a for o in TINY + method + ["distill.baseline=false"] for a in ("--set", o)]
+    proc = run_cli("distill", "--out", str(out), "-q", *sets)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert res["distillation"]["method"] == method[0].split("=")[1]
+    assert res["distillation"]["teacher_outputs"] == ("online" if "dkd" not in method[0] else "cache-memory")
+    assert 0.0 < res["distillation"]["student_top1"] <= 1.0
+
+
+def test_wrong_feature_layer_fails_before_anything_is_written(tmp_path):
+    from tests.conftest import run_cli
+
+    out = tmp_path / "m"
+    proc = run_cli("distill", "--out", str(out), "--set", "distill.method=fitnet",
+                   "--set", "distill.student_layers=[features.9]", "--set", "distill.teacher_layers=[features.1]")
+    assert proc.returncode == 2, proc.stderr
+    assert "features.9" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
