@@ -320,27 +320,31 @@ def recipe_from_dict(data: dict, source: str = "recipe") -> Recipe:
     return recipe
 
 
-def recipes_dir() -> Path:
-    """``models/`` of a source checkout (or an installed copy next to the packages)."""
-    return Path(__file__).resolve().parent.parent / "models"
+def recipe_dirs() -> list[Path]:
+    """Where bundled recipes live: ``models/`` of a source checkout, or ``share/edgekd/models`` of an
+    installed wheel."""
+    import sys
+
+    return [Path(__file__).resolve().parent.parent / "models", Path(sys.prefix) / "share" / "edgekd" / "models"]
 
 
 def resolve_recipe_path(name_or_path: str | os.PathLike | None) -> Path:
-    """A path, or a bare name looked up in ``./models`` and edgekd's own ``models/``."""
+    """A path, or a bare name looked up in ``./models`` and edgekd's bundled recipes."""
     if name_or_path is None:
         name_or_path = "digits"
     p = Path(name_or_path)
     if p.is_file():
         return p
-    candidates = [Path("models") / f"{p.name}.yaml", recipes_dir() / f"{p.name}.yaml", recipes_dir() / p.name]
-    for c in candidates:
-        if p.suffix == "" and c.is_file():
-            return c
     if p.exists():
         raise InputFileError(f"recipe {p} is a folder, expected a YAML file")
-    known = sorted(f.stem for f in recipes_dir().glob("*.yaml"))
+    if p.suffix == "":
+        for folder in [Path("models"), *recipe_dirs()]:
+            if (folder / f"{p.name}.yaml").is_file():
+                return folder / f"{p.name}.yaml"
+    known = sorted({f.stem for d in recipe_dirs() if d.is_dir() for f in d.glob("*.yaml")})
     raise InputFileError(f"recipe not found: {name_or_path}",
-                         hint=f"pass a YAML path or one of the bundled recipes: {', '.join(known)}")
+                         hint=f"pass a YAML path or one of the bundled recipes: {', '.join(known)}" if known
+                         else "pass the path of a recipe YAML file (see models/ in the edgekd repository)")
 
 
 def load_recipe(name_or_path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Recipe:
