@@ -62,7 +62,7 @@ CASES = [
      "unknown torchvision model"),
     ("resume-nothing", ["run", "--resume", "--out", "{ws}/empty_run"], 9, "no interrupted run"),
     ("export-missing", ["export", "{ws}/nope.safetensors", "--out", "{ws}/o"], 3, "not found"),
-    ("export-run-without-weights", ["export", "{ws}/empty_run", "--out", "{ws}/o"], 3, "recipe not found"),
+    ("export-not-a-run", ["export", "{ws}/empty_run", "--out", "{ws}/o"], 3, "is not a run folder"),
     ("quantize-not-onnx", ["quantize", "{ws}/not_onnx.onnx", "--calib", "{ws}/c.npz", "--out", "{ws}/o.onnx"],
      3, "not a valid ONNX model"),
     ("quantize-calib-missing", ["quantize", "{ws}/student.onnx", "--calib", "{ws}/nope.npz", "--out",

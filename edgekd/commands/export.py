@@ -45,6 +45,10 @@ def main(args) -> int:
     src = Path(args.source)
     if src.is_dir():
         weights = src / "weights" / f"{args.model}.safetensors"
+        if not args.recipe and not (src / "recipe.yaml").is_file():
+            raise InputFileError(f"{src} is not a run folder: it has no recipe.yaml",
+                                 hint="pass a folder written by `edgekd run/distill --out DIR`, or a weights "
+                                      "file with --recipe")
         recipe = load_recipe_and_check(args.recipe or src / "recipe.yaml", [])
         if not weights.is_file():
             raise InputFileError(f"{src} has no {weights.relative_to(src)}",
