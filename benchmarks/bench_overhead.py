@@ -22,7 +22,7 @@ import numpy as np
 
 from benchmarks.harness import measure
 from benchmarks.onnx_bench import make_feed
-from benchmarks.results import machine_line, write_suite_section
+from benchmarks.results import machine_line, publish
 from benchmarks.tiny_models import make_identity, make_tiny_cnn
 from deploy.runtime.ort import create_session
 
@@ -111,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                    for name, path in models(args.run, Path(tmp)).items()}
     body = (f"`python -m benchmarks.bench_overhead{f' --run {args.run}' if args.run else ''}`\n\n"
             f"{machine_line()}\n\n{table(results, threads, args.rounds)}")
-    if args.no_write:
-        print(body)
-    else:
-        print(write_suite_section(args.results_md, "overhead", "Harness overhead", body))
+    publish(args, "overhead", "Harness overhead", body)
     return 0
 
 

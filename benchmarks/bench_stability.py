@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.onnx_bench import bench_onnx
-from benchmarks.results import machine_line, write_suite_section
+from benchmarks.results import machine_line, publish
 from benchmarks.tiny_models import make_tiny_cnn
 
 RESULTS_MD = Path(__file__).with_name("RESULTS.md")
@@ -70,10 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = "python -m benchmarks.bench_stability" + (f" --run {args.run}" if args.run else "") + (
         f" --model {args.model}" if args.model else "")
     body = f"`{cmd}`\n\n{machine_line()}\n\n{table(label, rows, threads, args.batch)}"
-    if args.no_write:
-        print(body)
-    else:
-        print(write_suite_section(args.results_md, "stability", "Stability", body))
+    publish(args, "stability", "Stability", body)
     return 0
 
 

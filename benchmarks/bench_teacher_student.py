@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from benchmarks.onnx_bench import bench_onnx
-from benchmarks.results import machine_line, results_document, write_suite_section
+from benchmarks.results import machine_line, publish, results_document
 from deploy.errors import InputFileError
 from deploy.fileio import write_json
 
@@ -77,10 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             "32 divide by 32 for the per-sample cost. samples/s = batch / mean latency.")
     if args.json:
         write_json(args.json, results_document(rows, settings={"suite": "teacher_student"}))
-    if args.no_write:
-        print(body)
-    else:
-        print(write_suite_section(args.results_md, "teacher-student", "Teacher vs student", body))
+    publish(args, "teacher-student", "Teacher vs student", body)
     return 0
 
 

@@ -62,6 +62,11 @@ the machine it ran on. Latencies are per call in ms (p50 unless said otherwise),
 `perf_counter_ns`. See docs/benchmarking.md for what each number means."""
 
 
+def publish(args, suite: str, title: str, body: str) -> None:
+    """Print a suite's Markdown, or (unless ``--no-write``) write it into RESULTS.md and print that."""
+    print(body if args.no_write else write_suite_section(args.results_md, suite, title, body))
+
+
 def write_suite_section(path, suite: str, title: str, body: str) -> str:
     """Put one suite's table for *this machine* into RESULTS.md under ``## Harness``; return the Markdown.
 

@@ -35,6 +35,35 @@ def tiny_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def digits_student(tmp_path_factory) -> dict:
+    """A quickly trained edgekd student on sklearn digits, exported to ONNX, with calibration (train) and
+    validation data. Shared, read-only."""
+    import numpy as np
+    import torch
+    from sklearn.datasets import load_digits
+
+    from deploy.export import export_onnx
+    from edgekd.models import create_model
+
+    torch.manual_seed(0)
+    d = load_digits()
+    x = ((d.images.astype(np.float32) / 16.0 - 0.5) / 0.5)[:, None]
+    y = d.target.astype(np.int64)
+    model = create_model("edgekd:cnn", num_classes=10, in_channels=1, input_size=8, channels=[8, 16, 32],
+                         hidden=32)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    xt, yt = torch.from_numpy(x[:1200]), torch.from_numpy(y[:1200])
+    for _ in range(6):
+        for i in range(0, 1200, 64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xt[i:i + 64]), yt[i:i + 64]).backward()
+            opt.step()
+    path = tmp_path_factory.mktemp("digits-student") / "student.onnx"
+    export_onnx(model.eval(), torch.zeros(1, 1, 8, 8), path, metadata={"edgekd.version": "test"})
+    return {"path": path, "calib": x[:256], "val_x": x[1200:1500], "val_y": y[1200:1500]}
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 300):
     """Run `python -m edgekd.cli ARGS` in a subprocess; returns CompletedProcess (text)."""
     full_env = {**os.environ, **(env or {})}

@@ -10,30 +10,8 @@ from deploy.errors import UsageError
 
 
 @pytest.fixture(scope="module")
-def student(tmp_path_factory):
-    """A quickly trained edgekd student on sklearn digits, exported to ONNX."""
-    import torch
-    from sklearn.datasets import load_digits
-
-    from deploy.export import export_onnx
-    from edgekd.models import create_model
-
-    torch.manual_seed(0)
-    d = load_digits()
-    x = ((d.images.astype(np.float32) / 16.0 - 0.5) / 0.5)[:, None]
-    y = d.target.astype(np.int64)
-    model = create_model("edgekd:cnn", num_classes=10, in_channels=1, input_size=8, channels=[8, 16, 32],
-                         hidden=32)
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    xt, yt = torch.from_numpy(x[:1200]), torch.from_numpy(y[:1200])
-    for _ in range(6):
-        for i in range(0, 1200, 64):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(xt[i:i + 64]), yt[i:i + 64]).backward()
-            opt.step()
-    path = tmp_path_factory.mktemp("aaq") / "student.onnx"
-    export_onnx(model.eval(), torch.zeros(1, 1, 8, 8), path)
-    return {"path": path, "calib": x[:256], "val_x": x[1200:1500], "val_y": y[1200:1500]}
+def student(digits_student):
+    return digits_student
 
 
 def test_good_calibration_ships_int8_in_one_step(student, tmp_path):

@@ -23,36 +23,9 @@ from deploy.quantize import (
 from deploy.runtime.ort import create_session
 
 
-def _digits():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = ((d.images.astype(np.float32) / 16.0 - 0.5) / 0.5)[:, None]
-    return x, d.target.astype(np.int64)
-
-
 @pytest.fixture(scope="module")
-def student(tmp_path_factory):
-    """A quickly trained edgekd student exported to ONNX, with calibration and validation data."""
-    import torch
-
-    from deploy.export import export_onnx
-    from edgekd.models import create_model
-
-    torch.manual_seed(0)
-    x, y = _digits()
-    model = create_model("edgekd:cnn", num_classes=10, in_channels=1, input_size=8, channels=[8, 16, 32],
-                         hidden=32)
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    xt, yt = torch.from_numpy(x[:1200]), torch.from_numpy(y[:1200])
-    for _ in range(6):
-        for i in range(0, 1200, 64):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(xt[i:i + 64]), yt[i:i + 64]).backward()
-            opt.step()
-    path = tmp_path_factory.mktemp("q") / "student.onnx"
-    export_onnx(model.eval(), torch.zeros(1, 1, 8, 8), path, metadata={"edgekd.version": "test"})
-    return {"path": path, "calib": x[:200], "val_x": x[1200:1500], "val_y": y[1200:1500]}
+def student(digits_student):
+    return digits_student
 
 
 def _top1(path, x, y) -> float:
@@ -80,7 +53,7 @@ def test_static_int8_each_method_runs_and_keeps_accuracy(student, tmp_path, meth
     props = {p.key: p.value for p in model.metadata_props}
     assert props["edgekd.version"] == "test" and props["edgekd.precision"] == "int8"
     assert json.loads(props["edgekd.quantization"])["method"] == method
-    assert res.calib_samples == 200 and not res.warnings and res.preprocessed
+    assert res.calib_samples == len(student["calib"]) and not res.warnings and res.preprocessed
 
 
 def test_x86_preset_uses_reduce_range_and_unsigned_activations(student, tmp_path):
