@@ -103,7 +103,7 @@ def bench_onnx(path: str | os.PathLike, *, batches: Sequence[int] = (1,), provid
                threads: int | None = None, warmup_s: float = 0.5, warmup_runs: int = 10, min_runs: int = 200,
                min_time_s: float = 2.0, data: tuple[np.ndarray, np.ndarray] | str | os.PathLike | None = None,
                raw: bool | None = None, name: str | None = None, role: str | None = None,
-               graph_optimization: str = "all") -> list[dict]:
+               graph_optimization: str = "all", power: bool = False) -> list[dict]:
     """Time a model at each batch size and (with ``data``) measure its top-1.
 
     Args:
@@ -118,6 +118,7 @@ def bench_onnx(path: str | os.PathLike, *, batches: Sequence[int] = (1,), provid
             arrays are model-ready, files follow :mod:`benchmarks.datasets` (raw for a bundle).
         name, role: override the row's name and role.
         graph_optimization: ORT graph optimization level.
+        power: sample power/temperature with tegrastats during each timed run (Jetson only).
 
     Returns:
         One results.json artifact row per batch size.
@@ -130,7 +131,7 @@ def bench_onnx(path: str | os.PathLike, *, batches: Sequence[int] = (1,), provid
         base.update(top1_eval(lambda feed: session.run(None, feed)[0], session.get_inputs(), x, y))
     timing = dict(warmup_s=warmup_s, warmup_runs=warmup_runs, min_runs=min_runs, min_time_s=min_time_s)
     rows = [time_batch(lambda feed: functools.partial(session.run, None, feed), session.get_inputs(), b,
-                       target.meta_input, x, base, timing) for b in batches]
+                       target.meta_input, x, base, timing, power) for b in batches]
     for row in rows:
         row["peak_rss_bytes"] = peak_rss_bytes()
     return rows
@@ -159,16 +160,24 @@ def _open(target: Target, providers, threads: int | None, graph_optimization: st
 
 
 def time_batch(make_call: Callable[[dict], Callable[[], object]], inputs, batch: int, meta_input: dict | None,
-               x: np.ndarray | None, base: dict, timing: dict) -> dict:
+               x: np.ndarray | None, base: dict, timing: dict, power: bool = False) -> dict:
     """One row: ``make_call(feed)()`` timed by the harness at ``batch``, or the error that stopped it.
 
     ``make_call`` binds the feed once (e.g. ``functools.partial(session.run, None, feed)``) so the timed
-    call carries no Python wrapper of ours.
+    call carries no Python wrapper of ours. With ``power``, tegrastats is sampled during the run
+    (:mod:`benchmarks.power`) and the row gets ``power``.
     """
+    from benchmarks.power import TegrastatsSampler
+
     row = {**base, "batch": int(batch)}
+    sampler = TegrastatsSampler() if power else None
     try:
         call = make_call(make_feed(inputs, batch, meta_input, x))
-        stats = measure(call, **timing)
+        if sampler:
+            with sampler:
+                stats = measure(call, **timing)
+        else:
+            stats = measure(call, **timing)
     except UsageError as exc:
         return {**row, "error": exc.message, "latency_ms": None, "throughput_sps": None}
     except Exception as exc:  # noqa: BLE001 - a failed batch size is a recorded row, not a crash
@@ -177,6 +186,8 @@ def time_batch(make_call: Callable[[dict], Callable[[], object]], inputs, batch:
     if advice:
         log.warning("%s batch %d: %s", base.get("name"), batch, advice)
     lat = {k: getattr(stats, f"{k}_ms") for k in ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")}
+    if sampler:
+        row["power"] = sampler.summary(stats.mean_ms, batch)
     return {**row, "latency_ms": lat, "latency": stats.to_dict(), "cv": stats.cv, "noisy": stats.noisy,
             "throughput_sps": batch / (stats.mean_ms / 1e3)}
 

@@ -65,7 +65,8 @@ def engine_inputs(runner, engine: Path) -> list[SimpleNamespace]:
 def bench_engine(path: str | os.PathLike, *, batches: Sequence[int] = (1,), warmup_s: float = 0.5,
                  warmup_runs: int = 10, min_runs: int = 200, min_time_s: float = 2.0,
                  data: tuple[np.ndarray, np.ndarray] | None = None, name: str | None = None,
-                 role: str | None = None, precision: str | None = None, **_ignored) -> list[dict]:
+                 role: str | None = None, precision: str | None = None, power: bool = False,
+                 **_ignored) -> list[dict]:
     """Rows like :func:`benchmarks.onnx_bench.bench_onnx`, for a TensorRT engine file."""
     engine = Path(path)
     if not engine.is_file():
@@ -90,7 +91,7 @@ def bench_engine(path: str | os.PathLike, *, batches: Sequence[int] = (1,), warm
         if x is not None:
             base.update(top1_eval(lambda f: next(iter(infer(f).values())), inputs, x, y))
         timing = dict(warmup_s=warmup_s, warmup_runs=warmup_runs, min_runs=min_runs, min_time_s=min_time_s)
-        rows = [time_batch(lambda f: functools.partial(infer, f), inputs, b, None, x, base, timing)
+        rows = [time_batch(lambda f: functools.partial(infer, f), inputs, b, None, x, base, timing, power)
                 for b in batches]
     for row in rows:
         row["peak_rss_bytes"] = peak_rss_bytes()

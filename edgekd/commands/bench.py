@@ -39,6 +39,9 @@ def add_arguments(p) -> None:
     p.add_argument("--name", default=None, help="name of the result row (default: file or folder name)")
     p.add_argument("--role", choices=["teacher", "student", "baseline"], default=None,
                    help="role recorded in the results (default: from the model's metadata)")
+    p.add_argument("--power", action="store_true",
+                   help="on a Jetson, sample power and temperature with tegrastats during each timed run and "
+                        "report energy per inference (read-only; ignored where tegrastats is missing)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the results (schema_version 1) here")
 
 
@@ -64,7 +67,8 @@ def run_bench(args) -> list[dict]:
     path = check_path(args.model)
     runtime = args.runtime or ("trt" if Path(path).suffix in ENGINE_SUFFIXES else "ort")
     common = dict(batches=parse_batches(args.batch), warmup_s=args.warmup_s, warmup_runs=args.warmup_runs,
-                  min_runs=args.min_runs, min_time_s=args.min_time_s, name=args.name, role=args.role)
+                  min_runs=args.min_runs, min_time_s=args.min_time_s, name=args.name, role=args.role,
+                  power=args.power)
     if runtime == "trt":
         from benchmarks.trt_bench import bench_engine
 
@@ -129,10 +133,27 @@ def print_report(console, doc: dict) -> None:
     console.print(f"cold start: {fmt_ms(cold.get('total'))} ms (session {fmt_ms(cold.get('session_create'))} ms"
                   f" + first inference {fmt_ms(cold.get('first_inference'))} ms)   peak RSS "
                   f"{fmt_size(first.get('peak_rss_bytes'))}")
+    _print_power(console, rows)
     _print_device(console, doc["device"], first, device_label)
     if any(r.get("noisy") for r in rows):
         console.print("[yellow]⚠ = too noisy to trust: see the warning above (pin clocks, close other programs, "
                       "more runs).[/]")
+
+
+def _print_power(console, rows: list[dict]) -> None:
+    for r in rows:
+        p = r.get("power")
+        if not p:
+            continue
+        if not p.get("available"):
+            console.print(f"power: not sampled ({p.get('reason')})", markup=False)
+            return
+        temps = ", ".join(f"{k} {v:.1f}°C" for k, v in sorted(p["temps_c_max"].items()))
+        energy = p["energy_mj_per_inference"]
+        console.print(f"power batch {r['batch']}: {p['power_w'] or 0:.2f} W on {p.get('rail')} "
+                      f"({p['samples']} samples), "
+                      f"{'n/a' if energy is None else f'{energy:.3f} mJ'}/inference; max {temps or 'n/a'}",
+                      markup=False)
 
 
 def _print_device(console, device: dict, first: dict, device_label) -> None:
