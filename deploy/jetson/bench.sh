@@ -16,7 +16,7 @@ if command -v nvpmodel >/dev/null; then
     echo "power mode: $(nvpmodel -q 2>/dev/null | head -n1)"
 fi
 case "$MODEL" in
-    *.engine|*.plan|*.trt) edgekd bench "$MODEL" --runtime trt --batch "$BATCHES" --json "$OUT" "$@" ;;
-    *) edgekd bench "$MODEL" --provider cuda,cpu --batch "$BATCHES" --json "$OUT" "$@" ;;
+    *.engine|*.plan|*.trt) edgekd bench "$MODEL" --runtime trt --batch "$BATCHES" --power --json "$OUT" "$@" ;;
+    *) edgekd bench "$MODEL" --provider cuda,cpu --batch "$BATCHES" --power --json "$OUT" "$@" ;;
 esac
 echo "results: $OUT"
