@@ -205,6 +205,23 @@ def export_table(export: dict) -> Table:
                                                      "samples", "passed"], rows, notes)
 
 
+def quantize_table(q: dict) -> Table:
+    """Accuracy-aware INT8: every step, the nodes kept in float and the validation top-1 it reached."""
+    rows = [[str(st.get("index")), ", ".join(st.get("newly_excluded") or []) or "–",
+             str(len(st.get("excluded") or [])), fmt_pct(st.get("top1")), fmt_delta_pp(st.get("delta")),
+             {True: "✓", False: "✗"}.get(st.get("passed"), "–"), str(st.get("error") or st.get("reason") or "")]
+            for st in q.get("steps") or []]
+    settings = (q.get("quantize") or {})
+    notes = [f"Decision: **{q.get('decision')}** — validation top-1 {fmt_pct(q.get('final_top1'))} vs float "
+             f"{fmt_pct(q.get('float_top1'))}, tolerance {fmt_pct(q.get('tolerance'))}."]
+    if settings:
+        notes.append(f"Static INT8 {settings.get('format', 'QDQ')}, calibration {settings.get('method')}, preset "
+                     f"{settings.get('preset')}, {settings.get('calib_samples')} training images.")
+    return Table("Quantization (accuracy-aware INT8, judged on validation)",
+                 ["step", "newly kept in float", "in float", "val top-1", "Δ vs float", "passed", "note"],
+                 rows, notes)
+
+
 def bundle_table(bundle: dict) -> Table:
     chosen = bundle.get("chosen")
     rows = [[name, "✓" if name == chosen else "", str(reason)] for name, reason in
@@ -242,7 +259,8 @@ def write_run_report(results: dict, out_dir: Path) -> dict[str, Path]:
     parts.append(artifact_table(rows, "Artifacts").markdown())
     if plot:
         parts += ["![latency vs accuracy](pareto.png)", ""]
-    for key, builder in (("distillation", distillation_table), ("export", export_table), ("bundle", bundle_table)):
+    for key, builder in (("distillation", distillation_table), ("export", export_table),
+                         ("quantize", quantize_table), ("bundle", bundle_table)):
         if results.get(key):
             parts.append(builder(results[key]).markdown())
     parts += ["## Device", ""] + device_lines(results.get("device") or {}) + [""]

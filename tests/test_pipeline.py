@@ -22,6 +22,10 @@ def test_run_writes_every_file(tiny_run):
                 "onnx/teacher.onnx", "onnx/student-int8.onnx", "weights/student.safetensors"):
         assert (tiny_run / rel).is_file(), rel
     assert not list(tiny_run.rglob("*.tmp")), "no temp files left behind"
+    report = (tiny_run / "report.md").read_text()
+    for section in ("## Artifacts", "## Distillation", "## Export parity", "## Quantization", "## Bundle",
+                    "## Device", "pareto.png"):
+        assert section in report
     assert not list((tiny_run / "onnx").glob("*.data")), "ONNX files are self-contained"
 
 
