@@ -10,7 +10,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -231,7 +230,7 @@ def stage_export(ctx: Context) -> None:
     import numpy as np
     import torch
 
-    from deploy.export import export_onnx
+    from deploy.export import export_metadata, export_onnx
     from deploy.fileio import sha256_file
     from deploy.verify import check_parity
     from edgekd.data import to_numpy
@@ -242,9 +241,8 @@ def stage_export(ctx: Context) -> None:
     ctx.results["export"] = {"opset": r.export.opset, "exporter": r.export.exporter}
     for name in ("student", "teacher"):
         model = ctx.models[name].cpu().eval()
-        meta = {"edgekd_version": __version__, "role": name, "layout": "NCHW",
-                "normalization": json.dumps(s.normalization), "labels": json.dumps(s.labels),
-                "source_sha256": sha256_file(ctx.path("weights", f"{name}.safetensors"))}
+        meta = export_metadata(__version__, source_sha256=sha256_file(ctx.path("weights", f"{name}.safetensors")),
+                               normalization=s.normalization, labels=s.labels, role=name)
         path = export_onnx(model, example, ctx.path("onnx", f"{name}.onnx"), opset=r.export.opset,
                            metadata=meta, exporter=r.export.exporter, simplify=r.export.simplify)
 

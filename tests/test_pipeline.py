@@ -166,3 +166,15 @@ def test_wrong_feature_layer_fails_before_anything_is_written(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "features.9" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_export_command_on_a_run_folder(tiny_run, tmp_path):
+    from deploy.export import read_metadata
+    from tests.conftest import run_cli
+
+    proc = run_cli("export", str(tiny_run), "--out", str(tmp_path), "--simplify")
+    assert proc.returncode == 0, proc.stderr
+    assert "✓ logits" in proc.stdout and "max abs diff" in proc.stdout
+    meta = read_metadata(tmp_path / "student.onnx")
+    assert json.loads(meta["normalization"]) == json.loads((tiny_run / "data.json").read_text())["normalization"]
+    assert meta["role"] == "student" and len(meta["source_sha256"]) == 64

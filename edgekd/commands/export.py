@@ -22,10 +22,11 @@ def add_arguments(p) -> None:
     p.add_argument("--atol", type=float, default=None, help="FP32 parity tolerance (default: 1e-4)")
     p.add_argument("--exporter", choices=["torchscript", "dynamo"], default=None,
                    help="torch.onnx exporter (default: the recipe's, torchscript)")
+    p.add_argument("--simplify", action="store_true",
+                   help="simplify the graph with onnxslim; kept only if it passes the same parity check")
 
 
 def main(args) -> int:
-    import json
     from pathlib import Path
 
     import numpy as np
@@ -33,7 +34,7 @@ def main(args) -> int:
     from rich.console import Console
 
     from deploy.errors import InputFileError
-    from deploy.export import export_onnx
+    from deploy.export import export_metadata, export_onnx
     from deploy.fileio import sha256_file
     from deploy.verify import check_parity
     from edgekd import __version__
@@ -63,12 +64,11 @@ def main(args) -> int:
     load_weights(model, weights)
     model.eval()
     x, _ = to_numpy(splits.test, limit=256)
-    meta = {"edgekd_version": __version__, "role": args.model, "layout": "NCHW",
-            "normalization": json.dumps(splits.normalization), "labels": json.dumps(splits.labels),
-            "source_sha256": sha256_file(weights)}
+    meta = export_metadata(__version__, source_sha256=sha256_file(weights), normalization=splits.normalization,
+                           labels=splits.labels, role=args.model)
     out = Path(args.out) / f"{args.model}.onnx"
     export_onnx(model, torch.from_numpy(x[:1]), out, opset=args.opset or recipe.export.opset, metadata=meta,
-                exporter=args.exporter or recipe.export.exporter)
+                exporter=args.exporter or recipe.export.exporter, simplify=args.simplify or recipe.export.simplify)
 
     def reference(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
