@@ -82,30 +82,55 @@ def check_external_data(model, folder: Path) -> None:
 
 
 def check_domains(model, allowed: set[str] | frozenset[str], path: Path) -> None:
+    """Every node — in the main graph, in If/Loop/Scan branches and in local function bodies — must use an
+    allowed domain; a call of a function the model itself defines is fine."""
     # Only domains that nodes really use: tools (ORT's pre-processing, exporters) declare opset imports
     # for domains no node uses, which are harmless.
-    used = {n.domain for n in _all_nodes(model.graph)}
-    local = {f.domain for f in model.functions}
-    unknown = sorted(d for d in used - local if d not in allowed)
+    local = {(f.domain, f.name) for f in model.functions}
+    unknown = sorted({n.domain for n in _all_nodes(model)
+                      if n.domain not in allowed and (n.domain, n.op_type) not in local})
     if unknown:
         raise SecurityError(
             f"{path} uses operator domain(s) {unknown}, which are not standard ONNX",
             hint="if you trust this model and have its custom-op library, allow them with --allow-domain")
 
 
-def _all_nodes(graph):
+def _graphs(graph):
+    """``graph`` and every subgraph nested in its nodes' attributes (If/Loop/Scan bodies), recursively."""
+    yield graph
     for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.g and attr.g.node:
-                yield from _all_nodes(attr.g)
-            for g in attr.graphs:
-                yield from _all_nodes(g)
+        yield from _subgraphs(node)
+
+
+def _subgraphs(node):
+    for attr in node.attribute:
+        if attr.HasField("g"):
+            yield from _graphs(attr.g)
+        for g in attr.graphs:
+            yield from _graphs(g)
+
+
+def _all_nodes(model):
+    """Every node of the model: all graphs, and the bodies of local functions (with their subgraphs)."""
+    for graph in _graphs(model.graph):
+        yield from graph.node
+    for function in model.functions:
+        for node in function.node:
+            yield node
+            for graph in _subgraphs(node):
+                yield from graph.node
 
 
 def _all_tensors(model):
-    yield from model.graph.initializer
-    for node in _all_nodes(model.graph):
+    """Every tensor that could carry external data: initializers (dense and sparse) of every graph and
+    tensor-valued attributes (Constant nodes and the like) of every node."""
+    for graph in _graphs(model.graph):
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield sparse.values
+            yield sparse.indices
+    for node in _all_nodes(model):
         for attr in node.attribute:
             if attr.HasField("t"):
                 yield attr.t
+            yield from attr.tensors

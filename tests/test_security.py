@@ -118,3 +118,42 @@ def test_bad_onnx_files_are_named(tmp_path, content, match):
     path.write_bytes(content)
     with pytest.raises(InputFileError, match=match):
         load_onnx_checked(path)
+
+
+def test_external_data_escape_inside_an_if_branch_is_refused(tmp_path):
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 16)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    w = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    w.data_location = TensorProto.EXTERNAL
+    w.external_data.add(key="location", value="../secret.bin")
+    w.ClearField("raw_data")
+    branch = helper.make_graph([helper.make_node("Identity", ["w"], ["y1"])], "then", [],
+                               [helper.make_tensor_value_info("y1", TensorProto.FLOAT, [2, 2])], [w])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["y2"])], "else", [],
+                              [helper.make_tensor_value_info("y2", TensorProto.FLOAT, [2, 2])])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=other)], "g",
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])])
+    path = folder / "model.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    with pytest.raises(SecurityError, match="outside"):
+        load_onnx_checked(path)
+
+
+def test_unknown_domain_hidden_in_a_local_function_is_refused(tmp_path):
+    body = helper.make_node("Evil", ["a"], ["b"], domain="evil.custom")
+    fn = helper.make_function("my.local", "Wrap", ["a"], ["b"], [body],
+                              [helper.make_opsetid("", 17), helper.make_opsetid("evil.custom", 1)])
+    graph = helper.make_graph([helper.make_node("Wrap", ["x"], ["y"], domain="my.local")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, functions=[fn], opset_imports=[
+        helper.make_opsetid("", 17), helper.make_opsetid("my.local", 1), helper.make_opsetid("evil.custom", 1)])
+    path = tmp_path / "fn.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(SecurityError, match="evil.custom"):
+        load_onnx_checked(path)
+    assert load_onnx_checked(path, allow_domains={"evil.custom"}) is not None
