@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from deploy.errors import UsageError
+from deploy.intake import load_onnx_checked
 from deploy.quantize import (
     QuantizationFailed,
     QuantizeResult,
@@ -155,6 +156,7 @@ def accuracy_aware_quantize(fp32_path: str | os.PathLike, out_path: str | os.Pat
     if len(val_x) != len(val_y) or len(val_x) == 0:
         raise UsageError(f"validation data: {len(val_x)} inputs but {len(val_y)} labels",
                          hint="pass the validation split's inputs and labels")
+    load_onnx_checked(fp32_path)  # before any session is created
     float_top1 = top1(fp32_path, val_x, val_y)
     with tempfile.TemporaryDirectory(prefix="edgekd-aaq-") as tmp:
         work = Path(tmp)

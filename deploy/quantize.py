@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,13 +34,13 @@ import numpy as np
 
 from deploy.errors import EdgekdError, UsageError, VerificationError, require
 from deploy.fileio import atomic_write_via
+from deploy.intake import load_onnx_checked
 
 log = logging.getLogger(__name__)
 
 #: Below this many calibration samples activation ranges are unreliable; we warn (not fail).
 MIN_CALIB_SAMPLES = 100
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
-MODES = ("static", "dynamic", "fp16")
 
 
 class QuantizationFailed(VerificationError):
@@ -148,8 +149,6 @@ def _quiet():
 def input_spec(model_path: Path, input_name: str | None, calib: np.ndarray | None = None
                 ) -> tuple[str, int | None]:
     """The input's name and its fixed batch size (``None`` when dynamic); checks ``calib``'s shape."""
-    from deploy.intake import load_onnx_checked
-
     model = load_onnx_checked(model_path)
     inits = {i.name for i in model.graph.initializer}
     inputs = {i.name: i for i in model.graph.input if i.name not in inits}
@@ -196,14 +195,28 @@ def _calib_batches(calib: np.ndarray, fixed: int | None, batch: int, warnings: l
     return calib[:keep], batch
 
 
+@contextlib.contextmanager
+def _inside(folder: Path) -> Iterator[None]:
+    """Run ORT's tools with ``folder`` as the working directory: they drop side files (e.g.
+    ``sym_shape_infer_temp.onnx``, ``*-inferred.onnx``) in the current folder or next to their input."""
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def preprocess_model(src: Path, workdir: Path, warnings: list[str]) -> tuple[Path, bool]:
-    """ORT's quant_pre_process (shape inference + optimisation); on failure keep the original model."""
+    """ORT's quant_pre_process (shape inference + optimisation) on a copy inside ``workdir``, so no side
+    file lands next to the user's model or in the current folder; on failure keep the original model."""
     from onnxruntime.quantization import quant_pre_process
 
-    out = workdir / "preprocessed.onnx"
+    copy, out = workdir / "input.onnx", workdir / "preprocessed.onnx"
+    shutil.copyfile(src, copy)
     try:
-        with _quiet():
-            quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
+        with _quiet(), _inside(workdir):
+            quant_pre_process(str(copy), str(out), skip_symbolic_shape=False)
         return out, True
     except Exception as exc:  # noqa: BLE001 - optional step
         msg = f"quant_pre_process failed ({type(exc).__name__}: {str(exc)[:120]}); quantizing the model as is"
@@ -291,7 +304,7 @@ def quantize_static(fp32_path: str | os.PathLike, out_path: str | os.PathLike, c
         src, pre = preprocess_model(Path(fp32_path), Path(tmp), warnings) if preprocess else (Path(fp32_path), False)
 
         def write(dst: Path) -> None:
-            with _step("quantize_static", "static INT8 quantization"), _quiet():
+            with _step("quantize_static", "static INT8 quantization"), _quiet(), _inside(Path(tmp)):
                 ortq.quantize_static(
                     str(src), str(dst), calibration_reader(calib, name, batch),
                     quant_format=ortq.QuantFormat.QDQ, per_channel=per_channel,
@@ -318,6 +331,7 @@ def quantize_dynamic(fp32_path: str | os.PathLike, out_path: str | os.PathLike, 
         >>> quantize_dynamic("m.onnx", "m-dyn.onnx")  # doctest: +SKIP
     """
     ortq = require("onnxruntime.quantization", "ort", "INT8 quantization")
+    load_onnx_checked(fp32_path)
     isa, chosen = cpu_isa(), resolve_preset(preset)
     settings = {"weight_type": chosen.weight_type, "reduce_range": chosen.reduce_range,
                 "per_channel": per_channel, "weight_symmetric": True}
@@ -325,7 +339,7 @@ def quantize_dynamic(fp32_path: str | os.PathLike, out_path: str | os.PathLike, 
     def write(dst: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="edgekd-quant-") as tmp:
             src, _ = preprocess_model(Path(fp32_path), Path(tmp), [])
-            with _step("quantize_dynamic", "dynamic INT8 quantization"), _quiet():
+            with _step("quantize_dynamic", "dynamic INT8 quantization"), _quiet(), _inside(Path(tmp)):
                 ortq.quantize_dynamic(
                     str(src), str(dst), per_channel=per_channel, reduce_range=chosen.reduce_range,
                     weight_type=_qtype(chosen.weight_type), nodes_to_exclude=list(nodes_to_exclude) or None,
@@ -349,6 +363,7 @@ def convert_fp16(fp32_path: str | os.PathLike, out_path: str | os.PathLike, *, k
     import onnx
 
     f16 = require("onnxruntime.transformers.float16", "ort", "FP16 conversion")
+    load_onnx_checked(fp32_path)
 
     def write(dst: Path) -> None:
         with _step("convert_fp16", "FP16 conversion"):

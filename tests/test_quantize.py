@@ -204,3 +204,29 @@ def test_cli_calib_from_run(tiny_run, tmp_path, capsys):
     assert main(["quantize", str(tiny_run / "onnx" / "student.onnx"), "--calib-from", str(tiny_run),
                  "--calib-samples", "64", "--tolerance", "0.05", "--out", str(out)]) == 0
     assert "step 0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic", "fp16"])
+def test_quantize_leaves_no_side_files_anywhere(student, tmp_path, monkeypatch, mode):
+    """ORT's tools drop side files in the current folder and next to their input; ours must not."""
+    import shutil
+
+    src_dir, cwd, out_dir = tmp_path / "in", tmp_path / "cwd", tmp_path / "out"
+    for d in (src_dir, cwd, out_dir):
+        d.mkdir()
+    src = src_dir / "m.onnx"
+    shutil.copy(student["path"], src)
+    monkeypatch.chdir(cwd)
+    quantize(mode, src, out_dir / "q.onnx", student["calib"][:128] if mode == "static" else None)
+    assert sorted(p.name for p in src_dir.iterdir()) == ["m.onnx"]
+    assert list(cwd.iterdir()) == []
+    assert sorted(p.name for p in out_dir.iterdir()) == ["q.onnx"]
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic", "fp16"])
+def test_every_mode_runs_the_intake_check_first(tmp_path, mode):
+    from deploy.errors import InputFileError
+
+    with pytest.raises(InputFileError, match="not found"):
+        quantize(mode, tmp_path / "missing.onnx", tmp_path / "q.onnx", np.zeros((8, 1, 8, 8), np.float32))
+    assert not (tmp_path / "q.onnx").exists()
