@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 
 
+def _rel(ctx: Context, path: Path) -> str:
+    """Artifact paths in results.json are relative to the run folder, so the folder can move."""
+    return Path(path).relative_to(ctx.out).as_posix()
+
+
 def _torch_artifact(ctx: Context, name: str, role: str) -> dict:
     import torch
 
@@ -36,7 +41,7 @@ def _torch_artifact(ctx: Context, name: str, role: str) -> dict:
 
     path = ctx.path("weights", f"{name}.safetensors")
     row = {"name": f"{name}-pytorch", "role": role, "format": "pytorch", "precision": "fp32",
-           "path": str(path), "size_bytes": path.stat().st_size, "params": count_params(model),
+           "path": _rel(ctx, path), "size_bytes": path.stat().st_size, "params": count_params(model),
            "top1": evaluate(model, ctx.splits.test, r.data.eval_batch_size, torch.device("cpu")),
            "val_top1": evaluate(model, ctx.splits.val, r.data.eval_batch_size, torch.device("cpu"))}
     row.update(_timings(ctx, lambda: run(x1), lambda: run(xb), len(xb)))
@@ -61,7 +66,7 @@ def _onnx_artifact(ctx: Context, key: str, role: str, precision: str, params: in
 
     x1, xb = ctx.bench_x[:1], _batch(ctx.bench_x, r.bench.throughput_batch)
     row = {"name": f"{key.replace('-int8', '')}-onnx-{precision}", "role": role, "format": "onnx",
-           "precision": precision, "path": str(path), "size_bytes": path.stat().st_size, "params": params,
+           "precision": precision, "path": _rel(ctx, path), "size_bytes": path.stat().st_size, "params": params,
            "top1": top1(ctx.splits.test), "val_top1": top1(ctx.splits.val), "providers": info.active}
     row.update(_timings(ctx, lambda: sess.run(None, {name: x1}), lambda: sess.run(None, {name: xb}), len(xb)))
     return row
@@ -163,7 +168,7 @@ def stage_report(ctx: Context) -> None:
                "timings_s": ctx.timings}
     if chosen:
         data_info = json.loads(ctx.path("data.json").read_text())
-        write_bundle(ctx.path("bundle"), chosen["path"], bundle_meta(data_info, chosen, device, r.name))
+        write_bundle(ctx.path("bundle"), ctx.out / chosen["path"], bundle_meta(data_info, chosen, device, r.name))
     write_json(ctx.path("results.json"), results)
     write_run_report(results, ctx.out)
     ctx.results["final"] = results

@@ -66,7 +66,9 @@ def digits_student(tmp_path_factory) -> dict:
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 300):
     """Run `python -m edgekd.cli ARGS` in a subprocess; returns CompletedProcess (text)."""
-    full_env = {**os.environ, **(env or {})}
+    # The checkout under test comes first, whatever edgekd is installed (an editable install elsewhere).
+    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    full_env = {**os.environ, "PYTHONPATH": pythonpath, **(env or {})}
     return subprocess.run([sys.executable, "-m", "edgekd.cli", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd or ROOT, timeout=timeout)
 

@@ -178,3 +178,18 @@ def test_export_command_on_a_run_folder(tiny_run, tmp_path):
     meta = read_metadata(tmp_path / "student.onnx")
     assert json.loads(meta["normalization"]) == json.loads((tiny_run / "data.json").read_text())["normalization"]
     assert meta["role"] == "student" and len(meta["source_sha256"]) == 64
+
+
+def test_a_moved_run_folder_still_bundles(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    from tests.conftest import run_cli
+
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(tiny_run, moved)
+    res = json.loads((moved / "results.json").read_text())
+    assert all(not a["path"].startswith("/") for a in res["artifacts"])
+    proc = run_cli("bundle", str(moved), "--artifact", "student-onnx-fp32", "--out", str(tmp_path / "b"),
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert run_cli("verify", str(tmp_path / "b")).returncode == 0

@@ -50,6 +50,6 @@ def main(args) -> int:
                                  hint="build it with `edgekd engine`, which writes both")
         extra = [engine, sidecar]
     meta = bundle_meta(data_info, rows[name], results.get("device", {}), results["recipe"]["name"])
-    out = write_bundle(args.out, rows[name]["path"], meta, extra)
+    out = write_bundle(args.out, run / rows[name]["path"], meta, extra)  # paths are relative to the run
     Console().print(f"wrote bundle {out} ({name})", markup=False)
     return 0
