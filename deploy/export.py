@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,8 @@ EXPORTERS = ("torchscript", "dynamo")
 
 def export_onnx(model, example, out_path: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
                 input_name: str = "input", output_name: str = "logits", metadata: dict | None = None,
-                exporter: str = "torchscript", simplify: bool = False) -> Path:
+                exporter: str = "torchscript", simplify: bool = False,
+                verify: Callable[[Path], object] | None = None) -> Path:
     """Export ``model`` to a single ONNX file with a dynamic batch axis, then check it.
 
     Args:
@@ -43,6 +45,8 @@ def export_onnx(model, example, out_path: str | os.PathLike, *, opset: int = DEF
             (see :func:`export_metadata`).
         exporter: ``torchscript`` or ``dynamo``.
         simplify: run onnxslim and keep its output only if it passes the check and parity.
+        verify: called with the finished temp file before it is renamed into place (e.g. a parity
+            check); if it raises, nothing is written.
 
     Non-finite weights are refused: they are never exported.
     """
@@ -57,12 +61,37 @@ def export_onnx(model, example, out_path: str | os.PathLike, *, opset: int = DEF
             warnings.simplefilter("ignore")
             _export(model, example, tmp, opset, input_name, output_name, exporter)
         _finalise(tmp, metadata or {})
+        if verify is not None:
+            verify(tmp)
 
     path = atomic_write_via(out_path, write)
     log.info("exported %s (opset %d, %s exporter)", path, opset, exporter)
     if simplify:
         simplify_onnx(path, _torch_reference(model), _probe_inputs(example))
     return path
+
+
+def export_verified(model, example, out_path: str | os.PathLike, inputs: np.ndarray, *,
+                    atol: float | None = None, batch_sizes=(1, 7), **export_kwargs):
+    """Export, then gate the file on parity with PyTorch on ``inputs`` *before* it is renamed into place:
+    a model that fails its check is never left on disk.
+
+    Returns:
+        ``(path, ParityReport)``.
+
+    Example:
+        >>> path, parity = export_verified(model, x[:1], "student.onnx", x_test)  # doctest: +SKIP
+    """
+    from deploy.verify import check_parity
+
+    reference, reports = _torch_reference(model.eval()), []
+
+    def gate(tmp: Path) -> None:
+        reports.append(check_parity(reference, tmp, inputs, precision="fp32", batch_sizes=batch_sizes, atol=atol,
+                                    label=str(out_path)))
+
+    path = export_onnx(model, example, out_path, verify=gate, **export_kwargs)
+    return path, reports[-1]
 
 
 def export_metadata(edgekd_version: str, *, source_sha256: str | None = None, layout: str = "NCHW",

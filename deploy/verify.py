@@ -54,8 +54,10 @@ def compare(reference: np.ndarray, actual: np.ndarray, name: str = "logits") -> 
 
 def check_parity(reference_fn, onnx_path: str | os.PathLike, inputs: np.ndarray, *, precision: str = "fp32",
                  batch_sizes=(1, 7), atol: float | None = None, min_agreement: float | None = None,
-                 input_name: str | None = None, providers=None) -> ParityReport:
+                 input_name: str | None = None, providers=None, label: str | None = None) -> ParityReport:
     """Run ``onnx_path`` and ``reference_fn`` (numpy in → numpy out) on ``inputs`` and compare.
+
+    ``label`` names the model in errors (default: ``onnx_path``; useful when checking a temp file).
 
     ``reference_fn`` returns one array, a tuple/list (in the model's output order) or a dict by output
     name; every output is compared. The ONNX model runs on the whole input set and, separately, at each
@@ -73,10 +75,11 @@ def check_parity(reference_fn, onnx_path: str | os.PathLike, inputs: np.ndarray,
         log.warning("parity checked at batch sizes %s only; use two or more to prove a dynamic batch",
                     list(batch_sizes))
     session, _ = create_session(onnx_path, providers)
+    label = label or str(onnx_path)
     name = input_name or session.get_inputs()[0].name
     dim0 = next(i.shape[0] for i in session.get_inputs() if i.name == name)
     if isinstance(dim0, int) and dim0 > 0:
-        raise ShapeMismatch(f"{onnx_path}: input '{name}' has a fixed batch size {dim0}, not a dynamic one",
+        raise ShapeMismatch(f"{label}: input '{name}' has a fixed batch size {dim0}, not a dynamic one",
                             hint="re-export with a dynamic batch axis (export_onnx does this)")
     out_names = [o.name for o in session.get_outputs()]
     stats = _compare_all(_as_outputs(reference_fn(inputs), out_names), session.run(None, {name: inputs}),
@@ -102,7 +105,7 @@ def check_parity(reference_fn, onnx_path: str | os.PathLike, inputs: np.ndarray,
         log.info(line)
     if failed:
         bad = [line[2:] for line in lines if line.startswith("✗")]
-        raise ToleranceExceeded(f"{onnx_path}: output '{failed[0]}' is the first to diverge from the "
+        raise ToleranceExceeded(f"{label}: output '{failed[0]}' is the first to diverge from the "
                                 f"reference: {bad[0]}" + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""),
                                 hint="check for training-only layers, unsupported ops or a lower precision")
     return report

@@ -226,31 +226,22 @@ def stage_distill(ctx: Context) -> None:
 
 
 def stage_export(ctx: Context) -> None:
-
-    import numpy as np
     import torch
 
-    from deploy.export import export_metadata, export_onnx
+    from deploy.export import export_metadata, export_verified
     from deploy.fileio import sha256_file
-    from deploy.verify import check_parity
     from edgekd.data import to_numpy
 
     r, s = ctx.recipe, ctx.splits
     x_test, _ = to_numpy(s.test, limit=256)
-    example = torch.from_numpy(x_test[:1])
     ctx.results["export"] = {"opset": r.export.opset, "exporter": r.export.exporter}
     for name in ("student", "teacher"):
         model = ctx.models[name].cpu().eval()
         meta = export_metadata(__version__, source_sha256=sha256_file(ctx.path("weights", f"{name}.safetensors")),
                                normalization=s.normalization, labels=s.labels, role=name)
-        path = export_onnx(model, example, ctx.path("onnx", f"{name}.onnx"), opset=r.export.opset,
-                           metadata=meta, exporter=r.export.exporter, simplify=r.export.simplify)
-
-        def reference(x: np.ndarray, model=model) -> np.ndarray:
-            with torch.inference_mode():
-                return model(torch.from_numpy(x)).numpy()
-
-        parity = check_parity(reference, path, x_test, precision="fp32", batch_sizes=(1, 7), atol=r.export.atol)
+        path, parity = export_verified(model, torch.from_numpy(x_test[:1]), ctx.path("onnx", f"{name}.onnx"),
+                                       x_test, atol=r.export.atol, opset=r.export.opset, metadata=meta,
+                                       exporter=r.export.exporter, simplify=r.export.simplify)
         ctx.onnx[name] = path
         ctx.results["export"][name] = parity.to_dict()
         ctx.models[name].to(ctx.device)

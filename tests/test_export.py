@@ -140,3 +140,25 @@ def test_static_batch_is_caught(tmp_path):
                       output_names=["logits"])
     with pytest.raises(ShapeMismatch, match="fixed batch size 1"):
         check_parity(_reference(model), path, _inputs((1, 8, 8)))
+
+
+def test_a_model_that_fails_parity_is_never_left_on_disk(tmp_path):
+    """export_verified gates the temp file; the destination never appears when parity fails."""
+    from deploy.export import export_verified
+
+    class Drifting(torch.nn.Module):
+        """Exports as x*2 but answers PyTorch calls with x*2 + 1 after export (a train/eval mismatch)."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            out = x.flatten(1) * 2 * self.w
+            return out if torch.onnx.is_in_onnx_export() else out + 1
+
+    out = tmp_path / "m.onnx"
+    x = np.random.default_rng(0).standard_normal((16, 1, 2, 2)).astype(np.float32)
+    with pytest.raises(ToleranceExceeded, match=str(out)):
+        export_verified(Drifting(), torch.from_numpy(x[:1]), out, x)
+    assert list(tmp_path.iterdir()) == []

@@ -27,56 +27,56 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
+    import dataclasses
     from pathlib import Path
 
-    import numpy as np
     import torch
     from rich.console import Console
 
-    from deploy.errors import InputFileError
-    from deploy.export import export_metadata, export_onnx
+    from deploy.export import export_metadata, export_verified
     from deploy.fileio import sha256_file
-    from deploy.verify import check_parity
     from edgekd import __version__
     from edgekd.checkpoint import load_weights
-    from edgekd.commands._common import load_recipe_and_check
     from edgekd.data import load_data, to_numpy
-    from edgekd.models import create_model
+    from edgekd.models import model_from_config
 
-    src = Path(args.source)
-    if src.is_dir():
-        weights = src / "weights" / f"{args.model}.safetensors"
-        if not args.recipe and not (src / "recipe.yaml").is_file():
-            raise InputFileError(f"{src} is not a run folder: it has no recipe.yaml",
-                                 hint="pass a folder written by `edgekd run/distill --out DIR`, or a weights "
-                                      "file with --recipe")
-        recipe = load_recipe_and_check(args.recipe or src / "recipe.yaml", [])
-        if not weights.is_file():
-            raise InputFileError(f"{src} has no {weights.relative_to(src)}",
-                                 hint="pass a finished run folder (edgekd run/distill --out DIR)")
-    else:
-        weights = src
-        recipe = load_recipe_and_check(args.recipe, [])
+    recipe, weights = _resolve_source(args)
     spec = recipe.teacher if args.model == "teacher" else recipe.student
     splits = load_data(recipe.data, recipe.seed)
-    c, h, _ = splits.input_shape
-    model = create_model(spec.model, splits.num_classes, in_channels=c, input_size=h, **spec.kwargs)
+    model = model_from_config(dataclasses.replace(spec, checkpoint=None), splits.num_classes, splits.input_shape)
     load_weights(model, weights)
-    model.eval()
     x, _ = to_numpy(splits.test, limit=256)
     meta = export_metadata(__version__, source_sha256=sha256_file(weights), normalization=splits.normalization,
                            labels=splits.labels, role=args.model)
-    out = Path(args.out) / f"{args.model}.onnx"
-    export_onnx(model, torch.from_numpy(x[:1]), out, opset=args.opset or recipe.export.opset, metadata=meta,
-                exporter=args.exporter or recipe.export.exporter, simplify=args.simplify or recipe.export.simplify)
-
-    def reference(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(batch)).numpy()
-
-    report = check_parity(reference, out, x, atol=args.atol if args.atol is not None else recipe.export.atol)
+    out, report = export_verified(
+        model.eval(), torch.from_numpy(x[:1]), Path(args.out) / f"{args.model}.onnx", x,
+        atol=args.atol if args.atol is not None else recipe.export.atol, opset=args.opset or recipe.export.opset,
+        metadata=meta, exporter=args.exporter or recipe.export.exporter,
+        simplify=args.simplify or recipe.export.simplify)
     console = Console()
     for line in report.lines:
         console.print(line, markup=False)
-    console.print(f"wrote {out}")
+    console.print(f"wrote {out}", markup=False)
     return 0
+
+
+def _resolve_source(args):
+    """(recipe, weights path) from a run folder or a weights file (+ --recipe)."""
+    from pathlib import Path
+
+    from deploy.errors import InputFileError
+    from edgekd.commands._common import load_recipe_and_check
+
+    src = Path(args.source)
+    if not src.is_dir():
+        return load_recipe_and_check(args.recipe, []), src
+    if not args.recipe and not (src / "recipe.yaml").is_file():
+        raise InputFileError(f"{src} is not a run folder: it has no recipe.yaml",
+                             hint="pass a folder written by `edgekd run/distill --out DIR`, or a weights "
+                                  "file with --recipe")
+    recipe = load_recipe_and_check(args.recipe or src / "recipe.yaml", [])
+    weights = src / "weights" / f"{args.model}.safetensors"
+    if not weights.is_file():
+        raise InputFileError(f"{src} has no {weights.relative_to(src)}",
+                             hint="pass a finished run folder (edgekd run/distill --out DIR)")
+    return recipe, weights
