@@ -27,7 +27,7 @@ import numpy as np
 from benchmarks.harness import measure, noise_advice, peak_rss_bytes, rss_bytes
 from deploy.errors import InputFileError, UsageError
 from deploy.intake import load_onnx_checked
-from deploy.runtime.bundle import read_meta, verify_checksums
+from deploy.runtime.bundle import open_bundle
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,7 @@ def load_target(path: str | os.PathLike) -> Target:
     """Check and describe an ONNX file or a bundle folder (checksums verified, ONNX safety-checked)."""
     path = Path(path)
     if path.is_dir():
-        verify_checksums(path)
-        meta = read_meta(path)
-        model = load_onnx_checked(meta.model_path)
+        meta, model = open_bundle(path)
         props = _props(model)
         return Target(path, meta.model_path, "bundle", meta.raw.get("name") or path.name,
                       meta.raw.get("role") or props.get("role"),

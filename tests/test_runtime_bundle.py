@@ -70,3 +70,9 @@ def test_import_edgekd_and_runtime_never_import_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env=torch_blocked_env(tmp_path), capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_file_dropped_into_a_bundle_is_refused(bundle_copy):
+    (bundle_copy / "model.onnx.data").write_bytes(b"\0" * 64)
+    with pytest.raises(ChecksumMismatch, match="not covered by SHA256SUMS"):
+        load_bundle(bundle_copy)

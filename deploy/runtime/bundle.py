@@ -24,6 +24,8 @@ from deploy.intake import load_onnx_checked
 SUMS_FILE = "SHA256SUMS"
 META_FILE = "model.json"
 BUNDLE_FORMAT = 1
+#: Files of these kinds inside a bundle must be listed in SHA256SUMS.
+GUARDED_SUFFIXES = frozenset({".onnx", ".data", ".bin", ".engine", ".plan", ".json", ".pb"})
 
 
 def _sha256(path: Path) -> str:
@@ -53,7 +55,8 @@ def read_sums(folder: Path) -> dict[str, str]:
 
 
 def verify_checksums(folder: str | os.PathLike) -> dict[str, str]:
-    """Check every file listed in SHA256SUMS, and that no unlisted model file sits beside them."""
+    """Check every file listed in SHA256SUMS, and that no unlisted model or metadata file sits beside them
+    (a file dropped into a bundle after it was made is refused, not silently used)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputFileError(f"bundle folder not found: {folder}", hint="pass the folder holding model.json")
@@ -71,6 +74,11 @@ def verify_checksums(folder: str | os.PathLike) -> dict[str, str]:
     for required in (META_FILE,):
         if required not in sums:
             raise ChecksumMismatch(f"{SUMS_FILE} does not cover {required}")
+    unlisted = sorted(p.name for p in folder.iterdir()
+                      if p.is_file() and p.suffix in GUARDED_SUFFIXES and p.name not in sums)
+    if unlisted:
+        raise ChecksumMismatch(f"{folder} holds file(s) not covered by {SUMS_FILE}: {unlisted}",
+                               hint="remove them, or re-create the bundle with `edgekd bundle`")
     return sums
 
 
@@ -168,15 +176,24 @@ class Predictor:
         return ([labels[i] if i < len(labels) else int(i) for i in idx], probs.astype(np.float32))
 
 
-def load_bundle(path: str | os.PathLike, providers=None, threads: int | None = None,
-                allow_domains: frozenset[str] = frozenset()) -> Predictor:
-    """Verify a bundle's checksums and ONNX safety, then return a :class:`Predictor`."""
+def open_bundle(path: str | os.PathLike, allow_domains: frozenset[str] | set[str] = frozenset()):
+    """The one bundle check: checksums (every model file covered), metadata, the ONNX intake check.
+
+    Returns:
+        ``(BundleMeta, onnx.ModelProto)`` — the model without external data loaded.
+    """
     folder = Path(path)
     if folder.is_file() and folder.name == META_FILE:
         folder = folder.parent
-    verify_checksums(folder)
+    sums = verify_checksums(folder)
     meta = read_meta(folder)
-    if meta.raw.get("model") not in read_sums(folder):
+    if meta.raw.get("model") not in sums:
         raise ChecksumMismatch(f"{SUMS_FILE} does not cover the model file {meta.raw.get('model')!r}")
-    load_onnx_checked(meta.model_path, allow_domains)
+    return meta, load_onnx_checked(meta.model_path, allow_domains)
+
+
+def load_bundle(path: str | os.PathLike, providers=None, threads: int | None = None,
+                allow_domains: frozenset[str] = frozenset()) -> Predictor:
+    """Verify a bundle (:func:`open_bundle`), then return a :class:`Predictor`."""
+    meta, _ = open_bundle(path, allow_domains)
     return Predictor(meta, providers, threads)
