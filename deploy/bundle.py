@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from deploy.errors import InputFileError
-from deploy.fileio import current_umask, sha256_file, write_json, write_text
+from deploy.fileio import atomic_write_via, current_umask, sha256_file, write_json, write_text
 from deploy.intake import load_onnx_checked
 from deploy.runtime.bundle import BUNDLE_FORMAT, META_FILE, SUMS_FILE
 
@@ -35,11 +35,11 @@ def write_bundle(out_dir: str | os.PathLike, model_path: str | os.PathLike, meta
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        shutil.copyfile(model_path, staging / "model.onnx")
+        _copy_synced(model_path, staging / "model.onnx")
         names = ["model.onnx"]
         for extra in extra_files:
             extra = Path(extra)
-            shutil.copyfile(extra, staging / extra.name)
+            _copy_synced(extra, staging / extra.name)
             names.append(extra.name)
         full_meta = {"bundle_format": BUNDLE_FORMAT, "model": "model.onnx", **meta}
         write_json(staging / META_FILE, full_meta)
@@ -47,11 +47,25 @@ def write_bundle(out_dir: str | os.PathLike, model_path: str | os.PathLike, meta
         sums = "".join(f"{sha256_file(staging / n)}  {n}\n" for n in sorted(names))
         write_text(staging / SUMS_FILE, sums)
         os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it 0700
+        _fsync_dir(staging)
         _replace_dir(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def _copy_synced(src: Path, dst: Path) -> None:
+    """Copy with the data flushed to disk (a bundle must survive a power cut after the swap)."""
+    atomic_write_via(dst, lambda tmp: shutil.copyfile(src, tmp))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _replace_dir(src: Path, dst: Path) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy.errors import NonFiniteError, VerificationError
+from deploy.errors import NonFiniteError, UsageError, VerificationError
 from deploy.fileio import atomic_write_via
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ def _export(model, example, path: Path, opset: int, input_name: str, output_name
                                     dynamic_shapes=({0: batch},), external_data=False, verbose=False)
         program.save(str(path), external_data=False)
     else:
-        raise ValueError(f"unknown exporter {exporter!r}; use one of {EXPORTERS}")
+        raise UsageError(f"unknown exporter {exporter!r}", hint=f"use one of {list(EXPORTERS)}")
 
 
 def _finalise(path: Path, metadata: dict) -> None:

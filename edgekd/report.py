@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.fingerprint import device_label
+from benchmarks.results import SCHEMA_VERSION
 from deploy.errors import DependencyError, InputFileError
 from deploy.fileio import write_text
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 ARTIFACT_HEADERS = ["artifact", "role", "format", "precision", "batch", "top-1", "p50 ms", "p90 ms", "p99 ms",
                     "throughput /s", "size", "params", "speedup", "size ratio", "acc delta"]
 

@@ -11,13 +11,13 @@ import platform
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from benchmarks.results import SCHEMA_VERSION
 from deploy.fileio import write_json
 from edgekd import __version__
 
 if TYPE_CHECKING:
     from edgekd.pipeline import Context
 
-SCHEMA_VERSION = 1
 
 
 def _rel(ctx: Context, path: Path) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -133,9 +132,3 @@ def onnxruntime_version() -> str | None:
     except ImportError:
         return None
     return onnxruntime.__version__
-
-
-def model_size_bytes(path: str | os.PathLike) -> int:
-    """Size of an ONNX file plus any external-data files next to it."""
-    path = Path(path)
-    return path.stat().st_size
