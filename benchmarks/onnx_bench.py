@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import measure, noise_advice, peak_rss_bytes, rss_bytes
+from benchmarks.harness import measure, noise_advice, peak_rss_bytes, rss_bytes, tile_batch
 from deploy.errors import InputFileError, UsageError
 from deploy.intake import load_onnx_checked
 from deploy.runtime.bundle import open_bundle
@@ -198,8 +198,7 @@ def make_feed(inputs, batch: int, meta_input: dict | None, x: np.ndarray | None)
         shape = resolve_shape(spec.name, list(spec.shape), batch, meta_input)
         dtype = ORT_DTYPES.get(spec.type, np.float32)
         if n == 0 and x is not None:
-            reps = -(-batch // len(x))
-            feed[spec.name] = np.ascontiguousarray(np.concatenate([x] * reps)[:batch], dtype=dtype)
+            feed[spec.name] = tile_batch(x, batch).astype(dtype, copy=False)
         elif np.issubdtype(dtype, np.floating):
             feed[spec.name] = rng.standard_normal(shape).astype(dtype)
         else:

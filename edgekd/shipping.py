@@ -7,6 +7,7 @@ comparable; the bundle takes the fastest student ONNX artifact within tolerance 
 from __future__ import annotations
 
 import json
+import logging
 import platform
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,8 @@ from edgekd import __version__
 if TYPE_CHECKING:
     from edgekd.pipeline import Context
 
+log = logging.getLogger(__name__)
+
 
 
 def _rel(ctx: Context, path: Path) -> str:
@@ -28,12 +31,13 @@ def _rel(ctx: Context, path: Path) -> str:
 def _torch_artifact(ctx: Context, name: str, role: str) -> dict:
     import torch
 
+    from benchmarks.harness import tile_batch
     from edgekd.distill.trainer import evaluate
     from edgekd.models import count_params
 
     r, model = ctx.recipe, ctx.models[name].cpu().eval()
     x1 = torch.from_numpy(ctx.bench_x[:1])
-    xb = torch.from_numpy(_batch(ctx.bench_x, r.bench.throughput_batch))
+    xb = torch.from_numpy(tile_batch(ctx.bench_x, r.bench.throughput_batch))
 
     def run(x):
         with torch.inference_mode():
@@ -44,51 +48,48 @@ def _torch_artifact(ctx: Context, name: str, role: str) -> dict:
            "path": _rel(ctx, path), "size_bytes": path.stat().st_size, "params": count_params(model),
            "top1": evaluate(model, ctx.splits.test, r.data.eval_batch_size, torch.device("cpu")),
            "val_top1": evaluate(model, ctx.splits.val, r.data.eval_batch_size, torch.device("cpu"))}
-    row.update(_timings(ctx, lambda: run(x1), lambda: run(xb), len(xb)))
+    row.update(_timings(ctx, row["name"], lambda: run(x1), lambda: run(xb), len(xb)))
     ctx.models[name].to(ctx.device)
     return row
 
 
 def _onnx_artifact(ctx: Context, key: str, role: str, precision: str, params: int) -> dict:
-    import numpy as np
+    import functools
 
+    from benchmarks.onnx_bench import make_feed, top1_eval
     from deploy.runtime.ort import create_session
     from edgekd.data import to_numpy
 
     r, path = ctx.recipe, Path(ctx.onnx[key])
     sess, info = create_session(path, r.bench.providers, r.bench.threads)
-    name = sess.get_inputs()[0].name
+    inputs = sess.get_inputs()
 
     def top1(split) -> float:
-        x, y = to_numpy(split)
-        preds = np.concatenate([sess.run(None, {name: x[i:i + 512]})[0].argmax(1) for i in range(0, len(x), 512)])
-        return float((preds == y).mean())
+        return top1_eval(lambda feed: sess.run(None, feed)[0], inputs, *to_numpy(split))["top1"]
 
-    x1, xb = ctx.bench_x[:1], _batch(ctx.bench_x, r.bench.throughput_batch)
     row = {"name": f"{key.replace('-int8', '')}-onnx-{precision}", "role": role, "format": "onnx",
            "precision": precision, "path": _rel(ctx, path), "size_bytes": path.stat().st_size, "params": params,
            "top1": top1(ctx.splits.test), "val_top1": top1(ctx.splits.val), "providers": info.active}
-    row.update(_timings(ctx, lambda: sess.run(None, {name: x1}), lambda: sess.run(None, {name: xb}), len(xb)))
+    run1, run_batch = (functools.partial(sess.run, None, make_feed(inputs, n, None, ctx.bench_x))
+                       for n in (1, r.bench.throughput_batch))
+    row.update(_timings(ctx, row["name"], run1, run_batch, r.bench.throughput_batch))
     return row
 
 
-def _batch(x, n: int):
-    import numpy as np
-
-    reps = -(-n // len(x))
-    return np.ascontiguousarray(np.concatenate([x] * reps)[:n])
-
-
-def _timings(ctx: Context, run1, run_batch, batch: int) -> dict:
-    from benchmarks.harness import measure
+def _timings(ctx: Context, name: str, run1, run_batch, batch: int) -> dict:
+    """Batch-1 latency and batch-``batch`` throughput, by the same harness as `edgekd bench`."""
+    from benchmarks.harness import measure, noise_advice
 
     b = ctx.recipe.bench
     lat = measure(run1, warmup_s=b.warmup_s, warmup_runs=b.warmup_runs, min_runs=b.min_runs,
                   min_time_s=b.min_time_s)
     thr = measure(run_batch, warmup_s=b.warmup_s / 2, warmup_runs=max(b.warmup_runs // 2, 1),
                   min_runs=max(b.min_runs // 10, 10), min_time_s=b.min_time_s / 2)
-    return {"batch": 1, "latency_ms": lat.latency_dict(), "latency": lat.to_dict(),
-            "throughput_sps": batch / (thr.mean_ms / 1e3), "throughput_batch": batch}
+    advice = noise_advice(lat)
+    if advice:
+        log.warning("%s: %s", name, advice)
+    return {"batch": 1, "latency_ms": lat.latency_dict(), "latency": lat.to_dict(), "cv": lat.cv,
+            "noisy": lat.noisy, "throughput_sps": batch / (thr.mean_ms / 1e3), "throughput_batch": batch}
 
 
 def stage_benchmark(ctx: Context) -> None:
