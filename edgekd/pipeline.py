@@ -120,7 +120,9 @@ def stage_teacher(ctx: Context) -> None:
     from edgekd.distill.trainer import CEObjective, Trainer, evaluate
 
     r = ctx.recipe
-    teacher = ctx.models.pop("teacher_init", None) or _build(ctx, r.teacher)
+    teacher = ctx.models.pop("teacher_init", None)
+    if teacher is None:  # (an nn.Module's truth value is its length for containers: compare with None)
+        teacher = _build(ctx, r.teacher)
     cached = cache_dir() / "teachers" / f"{_teacher_key(ctx)}.safetensors"
     if r.teacher.checkpoint:
         source = f"checkpoint {r.teacher.checkpoint}"
