@@ -122,9 +122,3 @@ def rss_bytes() -> int | None:
     import os
 
     return pages * os.sysconf("SC_PAGE_SIZE")
-
-
-def tile_batch(x: np.ndarray, n: int) -> np.ndarray:
-    """``n`` samples from ``x``, repeating it as needed (a batch of real data of any size)."""
-    reps = -(-n // len(x))
-    return np.ascontiguousarray(np.concatenate([x] * reps)[:n])

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import measure, noise_advice, peak_rss_bytes, rss_bytes, tile_batch
+from benchmarks.harness import measure, noise_advice, peak_rss_bytes, rss_bytes
 from deploy.errors import InputFileError, UsageError
 from deploy.intake import load_onnx_checked
 from deploy.runtime.bundle import open_bundle
+from deploy.verify import tile_batch
 
 log = logging.getLogger(__name__)
 

@@ -85,7 +85,7 @@ def check_parity(reference_fn, onnx_path: str | os.PathLike, inputs: np.ndarray,
     stats = _compare_all(_as_outputs(reference_fn(inputs), out_names), session.run(None, {name: inputs}),
                          out_names)
     for bs in batch_sizes:
-        chunk = _batch_of(inputs, bs)
+        chunk = tile_batch(inputs, bs)
         got = session.run(None, {name: chunk})
         for out_name, arr in zip(out_names, got, strict=True):
             if arr.shape[0] != bs:
@@ -128,11 +128,10 @@ def _compare_all(refs: list[np.ndarray], got: list[np.ndarray], names: list[str]
     return {n: compare(r, a, n) for n, r, a in zip(names, refs, got, strict=True)}
 
 
-def _batch_of(inputs: np.ndarray, bs: int) -> np.ndarray:
-    chunk = inputs[:bs]
-    if len(chunk) < bs:
-        chunk = np.concatenate([chunk] * (bs // max(len(chunk), 1) + 1))[:bs]
-    return chunk
+def tile_batch(x: np.ndarray, n: int) -> np.ndarray:
+    """``n`` samples from ``x``, repeating it as needed (a batch of real data of any size)."""
+    reps = -(-n // len(x))
+    return np.ascontiguousarray(np.concatenate([x] * reps)[:n])
 
 
 def _gate_lines(stats: dict, precision: str, atol: float | None, min_agreement: float | None,

@@ -31,7 +31,7 @@ def _rel(ctx: Context, path: Path) -> str:
 def _torch_artifact(ctx: Context, name: str, role: str) -> dict:
     import torch
 
-    from benchmarks.harness import tile_batch
+    from deploy.verify import tile_batch
     from edgekd.distill.trainer import evaluate
     from edgekd.models import count_params
 
