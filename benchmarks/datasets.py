@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy.errors import DependencyError, InputFileError, UsageError
-from deploy.runtime.bundle import preprocess
+from edgekd.deploy.errors import DependencyError, InputFileError, UsageError
+from edgekd.deploy.runtime.bundle import preprocess
 
 INPUT_KEYS = ("inputs", "x", "images")
 LABEL_KEYS = ("labels", "y")

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deploy.runtime.cpu import cpu_info
+from edgekd.deploy.runtime.cpu import cpu_info
 
 JETSON_MODEL = Path("/proc/device-tree/model")
 L4T_RELEASE = Path("/etc/nv_tegra_release")

@@ -24,19 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import measure, noise_advice, peak_rss_bytes, rss_bytes
-from deploy.errors import InputFileError, UsageError
-from deploy.intake import load_onnx_checked
-from deploy.runtime.bundle import open_bundle
-from deploy.verify import tile_batch
+from edgekd.benchmarks.harness import measure, noise_advice, peak_rss_bytes, rss_bytes
+from edgekd.deploy.errors import InputFileError, UsageError
+from edgekd.deploy.runtime.bundle import open_bundle
+from edgekd.deploy.runtime.intake import check_model
+from edgekd.deploy.verify import tile_batch
 
 log = logging.getLogger(__name__)
 
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
               "tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(int32)": np.int32,
               "tensor(int64)": np.int64, "tensor(bool)": np.bool_}
-INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
-            "MatMulInteger", "DynamicQuantizeLinear", "QGemm", "QLinearAdd"}
 EVAL_CHUNK = 256
 
 
@@ -61,41 +59,17 @@ def load_target(path: str | os.PathLike) -> Target:
     """Check and describe an ONNX file or a bundle folder (checksums verified, ONNX safety-checked)."""
     path = Path(path)
     if path.is_dir():
-        meta, model = open_bundle(path)
-        props = _props(model)
+        meta, info = open_bundle(path)
+        props = info.metadata
         return Target(path, meta.model_path, "bundle", meta.raw.get("name") or path.name,
                       meta.raw.get("role") or props.get("role"),
-                      meta.raw.get("precision") or props.get("precision") or onnx_precision(model),
-                      meta.model_path.stat().st_size, onnx_params(model), meta.input, meta.normalization,
+                      meta.raw.get("precision") or props.get("precision") or info.precision,
+                      meta.model_path.stat().st_size, info.params, meta.input, meta.normalization,
                       meta.labels)
-    model = load_onnx_checked(path)
-    props = _props(model)
-    return Target(path, path, "onnx", path.stem, props.get("role"), props.get("precision") or onnx_precision(model),
-                  path.stat().st_size, onnx_params(model))
-
-
-def onnx_precision(model) -> str:
-    """``int8`` when the graph holds quantization ops, ``fp16`` with FP16 weights, else ``fp32``."""
-    ops = {n.op_type for n in model.graph.node}
-    if ops & INT8_OPS:
-        return "int8"
-    if any(t.data_type == 10 for t in model.graph.initializer):  # onnx.TensorProto.FLOAT16
-        return "fp16"
-    return "fp32"
-
-
-def onnx_params(model) -> int:
-    """Weights in the graph's initializers (scales, zero points and shape constants left out)."""
-    skip = {n.input[i] for n in model.graph.node if n.op_type in INT8_OPS for i in range(1, len(n.input))
-            if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
-    total = 0
-    for t in model.graph.initializer:
-        if t.name in skip or t.data_type == 7 or not t.dims:  # 7 = INT64 (shapes)
-            continue
-        if t.name.endswith(("_scale", "_zero_point")):
-            continue
-        total += int(np.prod(t.dims))
-    return total
+    info = check_model(path)
+    props = info.metadata
+    return Target(path, path, "onnx", path.stem, props.get("role"), props.get("precision") or info.precision,
+                  path.stat().st_size, info.params)
 
 
 def bench_onnx(path: str | os.PathLike, *, batches: Sequence[int] = (1,), providers=None,
@@ -139,7 +113,7 @@ def bench_onnx(path: str | os.PathLike, *, batches: Sequence[int] = (1,), provid
 def _open(target: Target, providers, threads: int | None, graph_optimization: str, batch: int,
           x: np.ndarray | None):
     """Create the session and run it once, timing both (the cold start an app pays)."""
-    from deploy.runtime.ort import create_session
+    from edgekd.deploy.runtime.ort import create_session
 
     rss0, t0 = rss_bytes(), time.perf_counter_ns()
     session, info = create_session(target.model_path, providers, threads, graph_optimization)
@@ -166,7 +140,7 @@ def time_batch(make_call: Callable[[dict], Callable[[], object]], inputs, batch:
     call carries no Python wrapper of ours. With ``power``, tegrastats is sampled during the run
     (:mod:`benchmarks.power`) and the row gets ``power``.
     """
-    from benchmarks.power import TegrastatsSampler
+    from edgekd.benchmarks.power import TegrastatsSampler
 
     row = {**base, "batch": int(batch)}
     sampler = TegrastatsSampler() if power else None
@@ -242,8 +216,8 @@ def top1_eval(run: Callable[[dict], np.ndarray], inputs, x: np.ndarray, y: np.nd
 
 
 def _resolve_data(target: Target, data, raw: bool | None) -> tuple[np.ndarray | None, np.ndarray | None]:
-    from benchmarks.datasets import load_labelled
-    from deploy.runtime.bundle import preprocess
+    from edgekd.benchmarks.datasets import load_labelled
+    from edgekd.deploy.runtime.bundle import preprocess
 
     if data is None:
         return None, None
@@ -264,12 +238,8 @@ def _base_row(target: Target, name: str | None, role: str | None) -> dict:
             "params": target.params, "top1": None, "kind": target.kind}
 
 
-def _props(model) -> dict:
-    return {p.key: p.value for p in model.metadata_props}
-
-
 def _ort_version() -> str:
-    from deploy.runtime.ort import onnxruntime_version
+    from edgekd.deploy.runtime.ort import onnxruntime_version
 
     return onnxruntime_version() or "?"
 

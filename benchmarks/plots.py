@@ -15,8 +15,8 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from deploy.errors import require
-from deploy.fileio import atomic_write_via
+from edgekd.deploy.errors import require
+from edgekd.deploy.fileio import atomic_write_via
 
 DPI = 110
 

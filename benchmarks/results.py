@@ -17,7 +17,7 @@ import os
 import re
 from pathlib import Path
 
-from benchmarks.fingerprint import fingerprint
+from edgekd.benchmarks.fingerprint import fingerprint
 
 SCHEMA_VERSION = 1
 
@@ -38,7 +38,7 @@ def update_results_md(path, section: str, markdown: str, after: str | None = Non
     Other sections of the file are left as they are, so several suites (and engineers) share the file.
     A new section goes right after the section ``after`` when that one exists, else at the end.
     """
-    from deploy.fileio import write_text
+    from edgekd.deploy.fileio import write_text
 
     path = Path(path)
     start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
@@ -57,7 +57,7 @@ def update_results_md(path, section: str, markdown: str, after: str | None = Non
 
 HARNESS_INTRO = """## Harness
 
-Suites of the benchmark harness (`benchmarks/bench_*.py`), each a script you can run; every table names
+Suites of the benchmark harness (`benchmarks/suites/bench_*.py`), each a script you can run; every table names
 the machine it ran on. Latencies are per call in ms (p50 unless said otherwise), measured after warm-up with
 `perf_counter_ns`. See docs/benchmarking.md for what each number means."""
 
@@ -73,7 +73,7 @@ def write_suite_section(path, suite: str, title: str, body: str) -> str:
     Each (suite, machine) pair owns one block, so running a suite on a second device adds a table
     instead of replacing the first one's.
     """
-    from benchmarks.fingerprint import device_label
+    from edgekd.benchmarks.fingerprint import device_label
 
     label = device_label(fingerprint())
     slug = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
@@ -88,7 +88,7 @@ def write_suite_section(path, suite: str, title: str, body: str) -> str:
 
 def machine_line() -> str:
     """One line naming the machine, ISA and runtime versions, for a RESULTS.md section."""
-    from benchmarks.fingerprint import device_label
+    from edgekd.benchmarks.fingerprint import device_label
 
     fp = fingerprint()
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy.fileio import write_bytes
+from edgekd.deploy.fileio import write_bytes
 
 
 def make_tiny_cnn(path: str | os.PathLike, *, in_channels: int = 1, input_size: int = 8, channels: int = 8,

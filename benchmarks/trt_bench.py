@@ -25,19 +25,19 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from benchmarks.harness import peak_rss_bytes
-from benchmarks.onnx_bench import make_feed, time_batch, top1_eval
-from deploy.errors import DependencyError, InputFileError, UsageError
+from edgekd.benchmarks.harness import peak_rss_bytes
+from edgekd.benchmarks.onnx_bench import make_feed, time_batch, top1_eval
+from edgekd.deploy.errors import DependencyError, InputFileError, UsageError
 
 RUNNER_NAMES = ("TrtRunner", "TensorrtRunner", "TRTRunner")
 
 
 def trt_runner_class():
     """The TensorRT runner class, or :class:`DependencyError` saying what is missing."""
-    if importlib.util.find_spec("deploy.runtime.trt") is None:
+    if importlib.util.find_spec("edgekd.deploy.runtime.trt") is None:
         raise DependencyError("the TensorRT runtime (deploy/runtime/trt.py) is not part of this edgekd build",
                               hint="bench the ONNX file or bundle with --runtime ort")
-    module = importlib.import_module("deploy.runtime.trt")
+    module = importlib.import_module("edgekd.deploy.runtime.trt")
     for name in RUNNER_NAMES:
         if hasattr(module, name):
             return getattr(module, name)

@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy.errors import UsageError
-from deploy.intake import load_onnx_checked
-from deploy.quantize import (
+from edgekd.deploy.errors import UsageError
+from edgekd.deploy.quantize import (
     QuantizationFailed,
     QuantizeResult,
     calibration_reader,
@@ -36,6 +35,7 @@ from deploy.quantize import (
     preprocess_model,
     quantize_static,
 )
+from edgekd.deploy.runtime.intake import check_model
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class AccuracyAwareResult:
 
 def top1(model_path: str | os.PathLike, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
     """Top-1 accuracy of an ONNX classifier on ``(x, y)`` with ONNX Runtime on CPU."""
-    from deploy.runtime.ort import create_session
+    from edgekd.deploy.runtime.ort import create_session
 
     session, _ = create_session(model_path, "cpu")
     name = session.get_inputs()[0].name
@@ -156,7 +156,7 @@ def accuracy_aware_quantize(fp32_path: str | os.PathLike, out_path: str | os.Pat
     if len(val_x) != len(val_y) or len(val_x) == 0:
         raise UsageError(f"validation data: {len(val_x)} inputs but {len(val_y)} labels",
                          hint="pass the validation split's inputs and labels")
-    load_onnx_checked(fp32_path)  # before any session is created
+    check_model(fp32_path)  # before any session is created
     float_top1 = top1(fp32_path, val_x, val_y)
     with tempfile.TemporaryDirectory(prefix="edgekd-aaq-") as tmp:
         work = Path(tmp)
@@ -226,6 +226,6 @@ def _line(step: Step, float_top1: float, tolerance: float) -> str:
 
 def copy_model(src: str | os.PathLike, out_path: str | os.PathLike) -> Path:
     """Atomically copy a model (e.g. the float one, for callers that want a file at ``out_path``)."""
-    from deploy.fileio import atomic_write_via
+    from edgekd.deploy.fileio import atomic_write_via
 
     return atomic_write_via(out_path, lambda tmp: shutil.copyfile(src, tmp))

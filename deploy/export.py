@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy.errors import NonFiniteError, UsageError, VerificationError
-from deploy.fileio import atomic_write_via
+from edgekd.deploy.errors import NonFiniteError, UsageError, VerificationError
+from edgekd.deploy.fileio import atomic_write_via
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def export_verified(model, example, out_path: str | os.PathLike, inputs: np.ndar
     Example:
         >>> path, parity = export_verified(model, x[:1], "student.onnx", x_test)  # doctest: +SKIP
     """
-    from deploy.verify import check_parity
+    from edgekd.deploy.verify import check_parity
 
     reference, reports = _torch_reference(model.eval()), []
 
@@ -138,8 +138,8 @@ def simplify_onnx(path: str | os.PathLike, reference_fn, inputs: np.ndarray, *, 
     """
     import onnx
 
-    from deploy.errors import require
-    from deploy.verify import check_parity
+    from edgekd.deploy.errors import require
+    from edgekd.deploy.verify import check_parity
 
     slim = require("onnxslim", "train", "ONNX graph simplification")
     path = Path(path)

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy.errors import EdgekdError, UsageError, VerificationError, require
-from deploy.fileio import atomic_write_via
-from deploy.intake import load_onnx_checked
+from edgekd.deploy.errors import EdgekdError, UsageError, VerificationError, require
+from edgekd.deploy.fileio import atomic_write_via
+from edgekd.deploy.runtime.intake import check_model
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class QuantizeResult:
 
 def cpu_isa() -> dict:
     """``{"arch", "model", "avx2", "avx512", "vnni", "neon", ...}`` of this CPU."""
-    from deploy.runtime.cpu import cpu_info
+    from edgekd.deploy.runtime.cpu import cpu_info
 
     info = cpu_info()
     return {"arch": info["arch"], "model": info["model"], **info["flags"]}
@@ -149,14 +149,11 @@ def _quiet():
 def input_spec(model_path: Path, input_name: str | None, calib: np.ndarray | None = None
                 ) -> tuple[str, int | None]:
     """The input's name and its fixed batch size (``None`` when dynamic); checks ``calib``'s shape."""
-    model = load_onnx_checked(model_path)
-    inits = {i.name for i in model.graph.initializer}
-    inputs = {i.name: i for i in model.graph.input if i.name not in inits}
+    inputs = {v.name: v for v in check_model(model_path).graph_inputs}
     name = input_name or next(iter(inputs))
     if name not in inputs:
         raise UsageError(f"model has no input '{name}'", hint=f"its inputs are {list(inputs)}")
-    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-            for d in inputs[name].type.tensor_type.shape.dim]
+    dims = [d if isinstance(d, int) and d > 0 else None for d in inputs[name].dims]
     if calib is not None and (calib.ndim != len(dims) or any(
             d is not None and d != c for d, c in zip(dims[1:], calib.shape[1:], strict=False))):
         want = ", ".join("N" if d is None else str(d) for d in dims)
@@ -253,7 +250,7 @@ def _stamp(path: Path, info: dict) -> None:
 
 def smoke_test(path: str | os.PathLike, sample: np.ndarray | None = None, input_name: str | None = None) -> None:
     """Load ``path`` in ONNX Runtime (CPU) and run ``sample``; outputs must be finite."""
-    from deploy.runtime.ort import create_session
+    from edgekd.deploy.runtime.ort import create_session
 
     session, _ = create_session(path, "cpu")
     if sample is None:
@@ -331,7 +328,7 @@ def quantize_dynamic(fp32_path: str | os.PathLike, out_path: str | os.PathLike, 
         >>> quantize_dynamic("m.onnx", "m-dyn.onnx")  # doctest: +SKIP
     """
     ortq = require("onnxruntime.quantization", "ort", "INT8 quantization")
-    load_onnx_checked(fp32_path)
+    check_model(fp32_path)
     isa, chosen = cpu_isa(), resolve_preset(preset)
     settings = {"weight_type": chosen.weight_type, "reduce_range": chosen.reduce_range,
                 "per_channel": per_channel, "weight_symmetric": True}
@@ -363,7 +360,7 @@ def convert_fp16(fp32_path: str | os.PathLike, out_path: str | os.PathLike, *, k
     import onnx
 
     f16 = require("onnxruntime.transformers.float16", "ort", "FP16 conversion")
-    load_onnx_checked(fp32_path)
+    check_model(fp32_path)
 
     def write(dst: Path) -> None:
         with _step("convert_fp16", "FP16 conversion"):

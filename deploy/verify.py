@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from deploy.errors import ShapeMismatch, ToleranceExceeded, VerificationError
+from edgekd.deploy.errors import ShapeMismatch, ToleranceExceeded, VerificationError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def check_parity(reference_fn, onnx_path: str | os.PathLike, inputs: np.ndarray,
         >>> report = check_parity(lambda x: model(x), "m.onnx", x_test)  # doctest: +SKIP
         >>> print("\\n".join(report.lines))
     """
-    from deploy.runtime.ort import create_session
+    from edgekd.deploy.runtime.ort import create_session
 
     atol = TOLERANCES.get(precision) if atol is None else atol
     if len(set(batch_sizes)) < 2:

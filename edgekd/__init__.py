@@ -7,6 +7,10 @@ Example:
     >>> predictor = load_bundle("runs/digits/bundle")  # doctest: +SKIP
 """
 
+from edgekd import _checkout
+
+_checkout.install()
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "load_bundle", "load_recipe", "run_pipeline"]
@@ -14,7 +18,7 @@ __all__ = ["__version__", "load_bundle", "load_recipe", "run_pipeline"]
 
 def __getattr__(name: str):
     if name == "load_bundle":
-        from deploy.runtime import load_bundle
+        from edgekd.deploy.runtime import load_bundle
 
         return load_bundle
     if name == "load_recipe":

@@ -14,9 +14,9 @@ import pickle
 import zipfile
 from pathlib import Path
 
-from deploy.errors import InputFileError, SecurityError
-from deploy.fileio import atomic_write, atomic_write_via
-from deploy.intake import check_file
+from edgekd.deploy.errors import InputFileError, SecurityError
+from edgekd.deploy.fileio import atomic_write, atomic_write_via
+from edgekd.deploy.runtime.intake import check_file
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 
@@ -91,7 +91,7 @@ def save_weights(model_or_state, path: str | os.PathLike) -> Path:
     """Save weights as safetensors (``.safetensors``) or a plain tensor dict (``.pt``), atomically."""
     import torch
 
-    from deploy.export import check_finite_weights
+    from edgekd.deploy.export import check_finite_weights
 
     if isinstance(model_or_state, torch.nn.Module):
         check_finite_weights(model_or_state)

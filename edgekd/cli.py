@@ -58,7 +58,7 @@ def _stderr_console():
 def report_error(exc: BaseException) -> int:
     from rich.markup import escape
 
-    from deploy.errors import EdgekdError
+    from edgekd.deploy.errors import EdgekdError
 
     err = _stderr_console()
     if isinstance(exc, EdgekdError):
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         _stderr_console().print("interrupted")
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
-        from deploy.errors import EdgekdError, ResourceError
+        from edgekd.deploy.errors import EdgekdError, ResourceError
 
         if isinstance(exc, OSError) and exc.errno in (28, 27, 122):
             exc = ResourceError(f"{exc.strerror}: {exc.filename or ''}".strip(": "),

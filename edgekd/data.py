@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy.errors import InputFileError, UsageError
+from edgekd.deploy.errors import InputFileError, UsageError
 
 log = logging.getLogger(__name__)
 _SOURCES: dict[str, Callable] = {}

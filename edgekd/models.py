@@ -19,7 +19,7 @@ import importlib
 import inspect
 from collections.abc import Callable
 
-from deploy.errors import UsageError
+from edgekd.deploy.errors import UsageError
 
 _REGISTRY: dict[str, Callable] = {}
 

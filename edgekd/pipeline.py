@@ -18,9 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from deploy.errors import UsageError
-from deploy.fileio import write_json, write_text
 from edgekd import __version__, distributed
+from edgekd.deploy.errors import UsageError
+from edgekd.deploy.fileio import write_json, write_text
 from edgekd.shipping import SCHEMA_VERSION, stage_benchmark, stage_report
 
 log = logging.getLogger(__name__)
@@ -230,9 +230,9 @@ def stage_distill(ctx: Context) -> None:
 def stage_export(ctx: Context) -> None:
     import torch
 
-    from deploy.export import export_metadata, export_verified
-    from deploy.fileio import sha256_file
     from edgekd.data import to_numpy
+    from edgekd.deploy.export import export_metadata, export_verified
+    from edgekd.deploy.fileio import sha256_file
 
     r, s = ctx.recipe, ctx.splits
     x_test, _ = to_numpy(s.test, limit=256)
@@ -254,8 +254,8 @@ def stage_export(ctx: Context) -> None:
 
 def stage_quantize(ctx: Context) -> None:
     """Accuracy-aware static INT8: calibrated on training images, judged on validation (never test)."""
-    from deploy.accuracy_aware import accuracy_aware_quantize
     from edgekd.data import to_numpy
+    from edgekd.deploy.accuracy_aware import accuracy_aware_quantize
 
     r, q = ctx.recipe, ctx.recipe.quantize
     if not q.enabled:
@@ -321,7 +321,7 @@ def _partial_results(ctx: Context) -> dict:
     """results.json of a run without the benchmark/report stages (e.g. ``edgekd distill``)."""
     import torch
 
-    from benchmarks.fingerprint import fingerprint
+    from edgekd.benchmarks.fingerprint import fingerprint
 
     device = {**fingerprint(), "torch": torch.__version__, "world_size": distributed.world_size()}
     return {"schema_version": SCHEMA_VERSION, "edgekd_version": __version__, "recipe": ctx.recipe.to_dict(),
@@ -349,7 +349,7 @@ def _prepare_out(ctx: Context) -> None:
 
 def _check_resumable(ctx: Context) -> None:
     """``--resume`` needs a run folder with checkpoints made by the same recipe (training sections)."""
-    from deploy.errors import ResumeError
+    from edgekd.deploy.errors import ResumeError
 
     saved_path = ctx.path("recipe.yaml")
     if not saved_path.is_file() or not any(ctx.path("checkpoints").glob("*/last.pt")):

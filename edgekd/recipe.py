@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from deploy.errors import InputFileError, RecipeError, UsageError
+from edgekd.deploy.errors import InputFileError, RecipeError, UsageError
 
 
 def _choices(*values: str, default: str) -> Any:

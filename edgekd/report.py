@@ -19,10 +19,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.fingerprint import device_label
-from benchmarks.results import SCHEMA_VERSION
-from deploy.errors import DependencyError, InputFileError
-from deploy.fileio import write_text
+from edgekd.benchmarks.fingerprint import device_label
+from edgekd.benchmarks.results import SCHEMA_VERSION
+from edgekd.deploy.errors import DependencyError, InputFileError
+from edgekd.deploy.fileio import write_text
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +375,7 @@ def _merged_html(docs, tables: list[Table], plots: dict[str, Path]) -> str:
 
 
 def _try_plot(name: str, rows: list[dict], path: Path, **kwargs) -> Path | None:
-    from benchmarks import plots
+    from edgekd.benchmarks import plots
 
     try:
         return getattr(plots, name)(rows, path, **kwargs)

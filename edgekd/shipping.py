@@ -12,9 +12,9 @@ import platform
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks.results import SCHEMA_VERSION
-from deploy.fileio import write_json
 from edgekd import __version__
+from edgekd.benchmarks.results import SCHEMA_VERSION
+from edgekd.deploy.fileio import write_json
 
 if TYPE_CHECKING:
     from edgekd.pipeline import Context
@@ -31,7 +31,7 @@ def _rel(ctx: Context, path: Path) -> str:
 def _torch_artifact(ctx: Context, name: str, role: str) -> dict:
     import torch
 
-    from deploy.verify import tile_batch
+    from edgekd.deploy.verify import tile_batch
     from edgekd.distill.trainer import evaluate
     from edgekd.models import count_params
 
@@ -56,9 +56,9 @@ def _torch_artifact(ctx: Context, name: str, role: str) -> dict:
 def _onnx_artifact(ctx: Context, key: str, role: str, precision: str, params: int) -> dict:
     import functools
 
-    from benchmarks.onnx_bench import make_feed, top1_eval
-    from deploy.runtime.ort import create_session
+    from edgekd.benchmarks.onnx_bench import make_feed, top1_eval
     from edgekd.data import to_numpy
+    from edgekd.deploy.runtime.ort import create_session
 
     r, path = ctx.recipe, Path(ctx.onnx[key])
     sess, info = create_session(path, r.bench.providers, r.bench.threads)
@@ -78,7 +78,7 @@ def _onnx_artifact(ctx: Context, key: str, role: str, precision: str, params: in
 
 def _timings(ctx: Context, name: str, run1, run_batch, batch: int) -> dict:
     """Batch-1 latency and batch-``batch`` throughput, by the same harness as `edgekd bench`."""
-    from benchmarks.harness import measure, noise_advice
+    from edgekd.benchmarks.harness import measure, noise_advice
 
     b = ctx.recipe.bench
     lat = measure(run1, warmup_s=b.warmup_s, warmup_runs=b.warmup_runs, min_runs=b.min_runs,
@@ -150,8 +150,8 @@ def choose_bundle(rows: list[dict], tolerance: float) -> tuple[dict | None, dict
 def stage_report(ctx: Context) -> None:
     import torch
 
-    from benchmarks.fingerprint import fingerprint
-    from deploy.bundle import write_bundle
+    from edgekd.benchmarks.fingerprint import fingerprint
+    from edgekd.deploy.bundle import write_bundle
     from edgekd.report import write_run_report
 
     r, rows = ctx.recipe, ctx.results.get("artifacts", [])

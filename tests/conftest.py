@@ -43,7 +43,7 @@ def digits_student(tmp_path_factory) -> dict:
     import torch
     from sklearn.datasets import load_digits
 
-    from deploy.export import export_onnx
+    from edgekd.deploy.export import export_onnx
     from edgekd.models import create_model
 
     torch.manual_seed(0)
@@ -73,9 +73,15 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
                           env=full_env, cwd=cwd or ROOT, timeout=timeout)
 
 
+def blocked_env(tmp_path: Path, *modules: str) -> dict:
+    """Environment whose PYTHONPATH shadows ``modules`` with packages that fail to import."""
+    fake = tmp_path / "blocked"
+    for name in modules:
+        (fake / name).mkdir(parents=True, exist_ok=True)
+        (fake / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked in this test')\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)])}
+
+
 def torch_blocked_env(tmp_path: Path) -> dict:
     """Environment whose PYTHONPATH shadows torch with a package that fails to import."""
-    fake = tmp_path / "no_torch"
-    (fake / "torch").mkdir(parents=True, exist_ok=True)
-    (fake / "torch" / "__init__.py").write_text("raise ImportError('torch is blocked in this test')\n")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)])}
+    return blocked_env(tmp_path, "torch")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deploy.accuracy_aware import accuracy_aware_quantize, tensor_sensitivity, top1
-from deploy.errors import UsageError
+from edgekd.deploy.accuracy_aware import accuracy_aware_quantize, tensor_sensitivity, top1
+from edgekd.deploy.errors import UsageError
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_huge_constant_calibration_falls_back_to_float(student, tmp_path):
 
 
 def test_sensitivity_scores_every_activation(student, tmp_path):
-    from deploy.quantize import quantize_static
+    from edgekd.deploy.quantize import quantize_static
 
     q = quantize_static(student["path"], tmp_path / "q.onnx", np.zeros_like(student["calib"]))
     scores = tensor_sensitivity(student["path"], tmp_path / "q.onnx", student["val_x"][:64], tmp_path)

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from deploy.errors import ResourceError
-from deploy.fileio import atomic_write, write_bytes
+from edgekd.deploy.errors import ResourceError
+from edgekd.deploy.fileio import atomic_write, write_bytes
 
 
 def test_crash_inside_the_save_keeps_the_old_file(tmp_path):
@@ -27,7 +27,7 @@ def test_sigkill_during_a_save_leaves_no_torn_file(tmp_path):
     target.write_bytes(b"OLD")
     script = (
         "import os, signal, sys\n"
-        "from deploy.fileio import atomic_write\n"
+        "from edgekd.deploy.fileio import atomic_write\n"
         f"with atomic_write({str(target)!r}) as f:\n"
         "    f.write(b'NEW' * 1000); f.flush()\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n")
@@ -44,8 +44,8 @@ def test_full_disk_is_a_clear_error_and_keeps_the_old_file(tmp_path):
         "import resource, signal, sys\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n"
-        "from deploy.fileio import write_bytes\n"
-        "from deploy.errors import ResourceError\n"
+        "from edgekd.deploy.fileio import write_bytes\n"
+        "from edgekd.deploy.errors import ResourceError\n"
         "try:\n"
         f"    write_bytes({str(target)!r}, b'x' * 1_000_000)\n"
         "except ResourceError as e:\n"

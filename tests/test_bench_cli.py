@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.onnx_bench import bench_onnx, load_target
-from benchmarks.tiny_models import make_tiny_cnn
+from edgekd.benchmarks.onnx_bench import bench_onnx, load_target
+from edgekd.benchmarks.tiny_models import make_tiny_cnn
 from edgekd.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def models(tmp_path_factory) -> dict:
     """FP32 + INT8 (static QDQ) ONNX, a bundle, and labelled data: normalised and raw."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from deploy.bundle import write_bundle
+    from edgekd.deploy.bundle import write_bundle
 
     d = tmp_path_factory.mktemp("bench")
     fp32 = make_tiny_cnn(d / "tiny.onnx")
@@ -144,8 +144,8 @@ def test_engine_bench_drives_any_runner_protocol(models, monkeypatch, tmp_path):
     """bench_engine only needs the runner protocol; OnnxrtRunner stands in for TrtRunner on a CPU machine."""
     import shutil
 
-    from benchmarks import trt_bench
-    from deploy.runtime.ort import OnnxrtRunner
+    from edgekd.benchmarks import trt_bench
+    from edgekd.deploy.runtime.ort import OnnxrtRunner
 
     engine = tmp_path / "tiny.engine"
     shutil.copyfile(models["fp32"], engine)
@@ -159,8 +159,8 @@ def test_engine_bench_drives_any_runner_protocol(models, monkeypatch, tmp_path):
 def test_bench_bundle_with_image_folder(models, tmp_path):
     """ImageFolder data goes through the bundle's normalization exactly like Predictor.predict."""
     pil = pytest.importorskip("PIL.Image")
-    from benchmarks.datasets import load_image_folder
-    from deploy.runtime.bundle import load_bundle
+    from edgekd.benchmarks.datasets import load_image_folder
+    from edgekd.deploy.runtime.bundle import load_bundle
 
     rng = np.random.default_rng(3)
     for cls in ("0", "3", "7"):

@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent('''
     import hashlib, json, sys
     from pathlib import Path
     import torch
-    from deploy.fileio import write_json
+    from edgekd.deploy.fileio import write_json
     from edgekd import distributed
     from edgekd.data import TensorSplit
     from edgekd.distill.cache import OnlineTeacher

@@ -20,8 +20,8 @@ def bundle(tmp_path_factory):
     import torch
     from sklearn.datasets import load_digits
 
-    from deploy.bundle import write_bundle
-    from deploy.export import export_onnx
+    from edgekd.deploy.bundle import write_bundle
+    from edgekd.deploy.export import export_onnx
     from edgekd.models import create_model
 
     torch.manual_seed(0)
@@ -63,10 +63,10 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_classify_image_matches_the_model_without_torch(bundle, tmp_path):
     from conftest import torch_blocked_env
 
-    from deploy.runtime.ort import create_session
+    from edgekd.deploy.runtime.ort import create_session
 
     session, _ = create_session(bundle["onnx"], "cpu")
-    blocked = {**torch_blocked_env(tmp_path), "PYTHONPATH": str(tmp_path / "no_torch")}  # no edgekd either
+    blocked = {**torch_blocked_env(tmp_path), "PYTHONPATH": str(tmp_path / "blocked")}  # no edgekd either
     for index in (0, 1, 7):
         expected = int(session.run(None, {"input": bundle["x"][index:index + 1]})[0].argmax())
         proc = _run(str(bundle["dir"]), str(_png(tmp_path / f"d{index}.png", bundle["raw"][index])), "--top", "2",

@@ -9,9 +9,9 @@ import onnx
 import pytest
 import torch
 
-from deploy.errors import NonFiniteError, ShapeMismatch, ToleranceExceeded
-from deploy.export import check_onnx, export_metadata, export_onnx, read_metadata, simplify_onnx
-from deploy.verify import check_parity
+from edgekd.deploy.errors import NonFiniteError, ShapeMismatch, ToleranceExceeded
+from edgekd.deploy.export import check_onnx, export_metadata, export_onnx, read_metadata, simplify_onnx
+from edgekd.deploy.verify import check_parity
 from edgekd.models import create_model
 
 
@@ -144,7 +144,7 @@ def test_static_batch_is_caught(tmp_path):
 
 def test_a_model_that_fails_parity_is_never_left_on_disk(tmp_path):
     """export_verified gates the temp file; the destination never appears when parity fails."""
-    from deploy.export import export_verified
+    from edgekd.deploy.export import export_verified
 
     class Drifting(torch.nn.Module):
         """Exports as x*2 but answers PyTorch calls with x*2 + 1 after export (a train/eval mismatch)."""

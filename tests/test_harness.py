@@ -10,9 +10,16 @@ import types
 import numpy as np
 import pytest
 
-from benchmarks import fingerprint as fp_mod
-from benchmarks.harness import LatencyStats, measure, noise_advice, peak_rss_bytes, summarize, throughput
-from benchmarks.plots import pareto_front
+from edgekd.benchmarks import fingerprint as fp_mod
+from edgekd.benchmarks.harness import (
+    LatencyStats,
+    measure,
+    noise_advice,
+    peak_rss_bytes,
+    summarize,
+    throughput,
+)
+from edgekd.benchmarks.plots import pareto_front
 
 SLOW_S = 0.15
 
@@ -107,7 +114,7 @@ def test_pareto_front():
 
 
 def test_fingerprint_keys_and_no_torch_import():
-    code = ("import sys, json; from benchmarks.fingerprint import fingerprint; "
+    code = ("import sys, json; from edgekd.benchmarks.fingerprint import fingerprint; "
             "fp = fingerprint(['CPUExecutionProvider']); assert 'torch' not in sys.modules; "
             "assert 'torch' not in fp; print(json.dumps(fp))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -146,7 +153,7 @@ def test_no_jetson_here(monkeypatch, tmp_path):
 
 
 def test_results_md_sections_replace_only_their_block(tmp_path):
-    from benchmarks.results import update_results_md, write_suite_section
+    from edgekd.benchmarks.results import update_results_md, write_suite_section
 
     md = tmp_path / "RESULTS.md"
     md.write_text("# Benchmark results\n\n## Quantization\n\nsomeone else's table\n")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from deploy.errors import UsageError
+from edgekd.deploy.errors import UsageError
 from edgekd.distill.features import FeatureTaps, feature_shapes
 from edgekd.distill.losses import ATLoss, DKDLoss, FitNetLoss, KDLoss, MultiTeacherKDLoss, create_loss
 from edgekd.recipe import DistillConfig

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from deploy.errors import InputFileError, SecurityError, UsageError
 from edgekd.checkpoint import load_weights, save_weights
 from edgekd.data import load_data, make_loader, to_numpy
+from edgekd.deploy.errors import InputFileError, SecurityError, UsageError
 from edgekd.models import check_models_fit, create_model, model_from_config
 from edgekd.recipe import DataConfig, ModelConfig, TransformConfig
 

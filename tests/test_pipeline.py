@@ -77,7 +77,7 @@ def test_bundle_predicts_without_torch(tiny_run, tmp_path):
     np.savez(tmp_path / "imgs.npz", x=digits.images[:64])
     script = (
         "import sys, json, numpy as np\n"
-        "from deploy.runtime import load_bundle\n"
+        "from edgekd.deploy.runtime import load_bundle\n"
         f"p = load_bundle({str(tiny_run / 'bundle')!r})\n"
         f"labels, probs = p.predict(np.load({str(tmp_path / 'imgs.npz')!r})['x'])\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
@@ -169,7 +169,7 @@ def test_wrong_feature_layer_fails_before_anything_is_written(tmp_path):
 
 
 def test_export_command_on_a_run_folder(tiny_run, tmp_path):
-    from deploy.export import read_metadata
+    from edgekd.deploy.export import read_metadata
     from tests.conftest import run_cli
 
     proc = run_cli("export", str(tiny_run), "--out", str(tmp_path), "--simplify")

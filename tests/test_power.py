@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from benchmarks.power import TegrastatsSampler, input_power_mw, parse_line
+from edgekd.benchmarks.power import TegrastatsSampler, input_power_mw, parse_line
 from tests.conftest import run_cli
 
 ORIN = ("11-23-2026 10:00:00 RAM 2394/7620MB (lfb 6x4MB) SWAP 0/3810MB CPU [2%@729,1%@729] "

@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from deploy.errors import UsageError
-from deploy.quantize import (
+from edgekd.deploy.errors import UsageError
+from edgekd.deploy.quantize import (
     METHODS,
     PRESETS,
     QuantizationFailed,
@@ -20,7 +20,7 @@ from deploy.quantize import (
     quantize_static,
     resolve_preset,
 )
-from deploy.runtime.ort import create_session
+from edgekd.deploy.runtime.ort import create_session
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,7 @@ def test_quantize_leaves_no_side_files_anywhere(student, tmp_path, monkeypatch, 
 
 @pytest.mark.parametrize("mode", ["static", "dynamic", "fp16"])
 def test_every_mode_runs_the_intake_check_first(tmp_path, mode):
-    from deploy.errors import InputFileError
+    from edgekd.deploy.errors import InputFileError
 
     with pytest.raises(InputFileError, match="not found"):
         quantize(mode, tmp_path / "missing.onnx", tmp_path / "q.onnx", np.zeros((8, 1, 8, 8), np.float32))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.tiny_models import make_tiny_cnn
-from deploy.errors import InputFileError
+from edgekd.benchmarks.tiny_models import make_tiny_cnn
 from edgekd.cli import main as cli_main
+from edgekd.deploy.errors import InputFileError
 from edgekd.report import compare, find_reference, load_results, merge_reports, write_run_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from deploy.errors import ResumeError
 from edgekd.checkpoint import load_tensors
+from edgekd.deploy.errors import ResumeError
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 4

@@ -7,10 +7,10 @@ import shutil
 import numpy as np
 import pytest
 
-from deploy.errors import ChecksumMismatch, InputFileError
-from deploy.runtime import load_bundle
-from deploy.runtime.bundle import preprocess
-from tests.conftest import run_cli, torch_blocked_env
+from edgekd.deploy.errors import ChecksumMismatch, InputFileError
+from edgekd.deploy.runtime import load_bundle
+from edgekd.deploy.runtime.bundle import preprocess
+from tests.conftest import blocked_env, run_cli, torch_blocked_env
 
 
 @pytest.fixture
@@ -60,16 +60,22 @@ def test_verify_command_passes_and_fails_without_torch(bundle_copy, tmp_path):
     assert bad.returncode == 5 and "checksum mismatch" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_import_edgekd_and_runtime_never_import_torch(tmp_path):
+def test_bundle_predicts_with_numpy_and_onnxruntime_only(tiny_run, tmp_path):
+    """The device side: torch, onnx and edgekd's training modules all unavailable."""
     import subprocess
     import sys
 
-    code = ("import sys, edgekd, deploy.runtime, deploy.runtime.ort, deploy.intake, benchmarks.harness\n"
+    code = ("import sys, numpy as np, edgekd, edgekd.deploy.runtime, edgekd.benchmarks.harness\n"
             "from edgekd import load_bundle\n"
-            "assert 'torch' not in sys.modules\n")
-    proc = subprocess.run([sys.executable, "-c", code], env=torch_blocked_env(tmp_path), capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stderr
+            "p = load_bundle(sys.argv[1])\n"
+            "labels, probs = p.predict(np.zeros((3, 8, 8), np.float32))\n"
+            "assert len(labels) == 3 and probs.shape == (3, 10)\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'sklearn'))\n"
+            "assert not bad, bad\n"
+            "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tiny_run / "bundle")],
+                          env=blocked_env(tmp_path, "torch", "onnx"), capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
 def test_a_file_dropped_into_a_bundle_is_refused(bundle_copy):

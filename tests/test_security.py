@@ -11,8 +11,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from deploy.errors import InputFileError, SecurityError
-from deploy.intake import load_onnx_checked
+from edgekd.deploy.errors import InputFileError, SecurityError
+from edgekd.deploy.runtime.intake import check_model
 
 EVIL = """
 import os, sys, torch
@@ -77,7 +77,7 @@ def test_external_data_escapes_are_refused(tmp_path, location):
     folder = tmp_path / "m"
     folder.mkdir()
     with pytest.raises(SecurityError, match="outside"):
-        load_onnx_checked(_model_with_external(location, folder))
+        check_model(_model_with_external(location, folder))
 
 
 def test_external_data_symlink_out_is_refused(tmp_path):
@@ -86,13 +86,13 @@ def test_external_data_symlink_out_is_refused(tmp_path):
     folder.mkdir()
     (folder / "weights.bin").symlink_to(tmp_path / "secret.bin")
     with pytest.raises(SecurityError, match="symlink"):
-        load_onnx_checked(_model_with_external("weights.bin", folder))
+        check_model(_model_with_external("weights.bin", folder))
 
 
 def test_external_data_inside_the_folder_is_fine(tmp_path):
     (tmp_path / "weights.bin").write_bytes(np.ones((2, 2), np.float32).tobytes())
-    model = load_onnx_checked(_model_with_external("weights.bin", tmp_path))
-    assert model.graph.initializer[0].name == "w"
+    info = check_model(_model_with_external("weights.bin", tmp_path))
+    assert info.initializers[0].name == "w" and info.initializers[0].external == "weights.bin"
 
 
 def test_unknown_op_domain_is_refused_unless_allowed(tmp_path):
@@ -104,8 +104,8 @@ def test_unknown_op_domain_is_refused_unless_allowed(tmp_path):
     path = tmp_path / "m.onnx"
     onnx.save(model, str(path))
     with pytest.raises(SecurityError, match="com.attacker"):
-        load_onnx_checked(path)
-    assert load_onnx_checked(path, allow_domains={"com.attacker"}) is not None
+        check_model(path)
+    assert check_model(path, allow_domains={"com.attacker"}) is not None
 
 
 @pytest.mark.parametrize("content,match", [
@@ -117,7 +117,7 @@ def test_bad_onnx_files_are_named(tmp_path, content, match):
     path = tmp_path / "model.onnx"
     path.write_bytes(content)
     with pytest.raises(InputFileError, match=match):
-        load_onnx_checked(path)
+        check_model(path)
 
 
 def test_external_data_escape_inside_an_if_branch_is_refused(tmp_path):
@@ -140,7 +140,7 @@ def test_external_data_escape_inside_an_if_branch_is_refused(tmp_path):
     path = folder / "model.onnx"
     path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
     with pytest.raises(SecurityError, match="outside"):
-        load_onnx_checked(path)
+        check_model(path)
 
 
 def test_unknown_domain_hidden_in_a_local_function_is_refused(tmp_path):
@@ -155,5 +155,5 @@ def test_unknown_domain_hidden_in_a_local_function_is_refused(tmp_path):
     path = tmp_path / "fn.onnx"
     path.write_bytes(model.SerializeToString())
     with pytest.raises(SecurityError, match="evil.custom"):
-        load_onnx_checked(path)
-    assert load_onnx_checked(path, allow_domains={"evil.custom"}) is not None
+        check_model(path)
+    assert check_model(path, allow_domains={"evil.custom"}) is not None

@@ -14,20 +14,20 @@ import onnx
 import pytest
 import torch
 
-from deploy.engines import BUILDERS, get_builder
-from deploy.engines.tensorrt import (
+from edgekd.deploy.engines import BUILDERS, get_builder
+from edgekd.deploy.engines.tensorrt import (
     LEGACY,
     STRONGLY_TYPED,
     asymmetric_zero_points,
     batch_profile,
     check_layer_precisions,
     choose_build_path,
-    onnx_precision,
     trtexec_plan,
 )
-from deploy.engines.trtexec import trtexec_command
-from deploy.errors import DependencyError, SecurityError, UsageError
-from deploy.runtime.trt import EngineMismatch, check_engine, read_sidecar, sha256_bytes, sidecar_path
+from edgekd.deploy.engines.trtexec import trtexec_command
+from edgekd.deploy.errors import DependencyError, SecurityError, UsageError
+from edgekd.deploy.runtime.onnxinfo import read_onnx
+from edgekd.deploy.runtime.trt import EngineMismatch, check_engine, read_sidecar, sha256_bytes, sidecar_path
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
@@ -35,8 +35,8 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """The default student (random weights) as FP32 ONNX, plus TensorRT-preset and x86-preset INT8 QDQ."""
-    from deploy.export import export_onnx
-    from deploy.quantize import quantize_static
+    from edgekd.deploy.export import export_onnx
+    from edgekd.deploy.quantize import quantize_static
     from edgekd.models import create_model
 
     torch.manual_seed(0)
@@ -84,7 +84,7 @@ def test_trtexec_quotes_paths_and_validates():
 def test_trtexec_plan_converts_fp16_and_checks_int8(models, tmp_path):
     plan = trtexec_plan(models["fp32"], tmp_path / "s.engine", "fp16", max_batch=32)
     typed = onnx.load(plan["onnx"])
-    assert onnx_precision(typed) == "fp16" and plan["onnx"].endswith("s.engine.fp16.onnx")
+    assert read_onnx(plan["onnx"]).precision == "fp16" and plan["onnx"].endswith("s.engine.fp16.onnx")
     assert typed.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT, "FP32 I/O kept"
     assert f"--onnx={plan['onnx']}" in shlex.split(plan["strongly_typed"])
     assert "--maxShapes=input:32x1x8x8" in shlex.split(plan["legacy"])
@@ -100,8 +100,8 @@ def test_trtexec_plan_converts_fp16_and_checks_int8(models, tmp_path):
 # ---- ONNX checks, build path, precision check (everywhere) -------------------------------------------
 
 def test_onnx_precision_and_symmetry(models):
-    assert onnx_precision(onnx.load(str(models["fp32"]))) == "fp32"
-    assert onnx_precision(onnx.load(models["int8"])) == "int8"
+    assert read_onnx(models["fp32"]).precision == "fp32"
+    assert read_onnx(models["int8"]).precision == "int8"
     assert asymmetric_zero_points(onnx.load(models["int8"])) == []
     assert asymmetric_zero_points(onnx.load(models["x86"]))
 
@@ -209,7 +209,7 @@ def test_cli_without_tensorrt_prints_command_and_hint(models, tmp_path):
 def test_runtime_trt_imports_without_torch_or_tensorrt(tmp_path):
     from conftest import torch_blocked_env
 
-    code = "import deploy.runtime.trt as t, sys; assert 'torch' not in sys.modules; print('ok')"
+    code = "import edgekd.deploy.runtime.trt as t, sys; assert 'torch' not in sys.modules; print('ok')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env={**__import__("os").environ, **torch_blocked_env(tmp_path)}, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -227,7 +227,7 @@ def _has_tensorrt() -> bool:
 
 def _require_trt_gpu():
     pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install 'edgekd[tensorrt]')")
-    from deploy.runtime.trt import gpu_info
+    from edgekd.deploy.runtime.trt import gpu_info
 
     try:
         gpu_info()
@@ -239,9 +239,9 @@ def _require_trt_gpu():
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_real_engine_build_and_run(models, tmp_path, precision):
     _require_trt_gpu()
-    from deploy.engines.tensorrt import build_engine
-    from deploy.runtime.ort import create_session
-    from deploy.runtime.trt import TrtRunner
+    from edgekd.deploy.engines.tensorrt import build_engine
+    from edgekd.deploy.runtime.ort import create_session
+    from edgekd.deploy.runtime.trt import TrtRunner
 
     src = models["int8"] if precision == "int8" else models["fp32"]
     res = build_engine(src, tmp_path / "m.engine", precision=precision, max_batch=16)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from deploy.errors import NonFiniteError, UsageError
 from edgekd.data import TensorSplit, make_loader
+from edgekd.deploy.errors import NonFiniteError, UsageError
 from edgekd.distill.cache import OnlineTeacher, TeacherCache, make_teacher_source
 from edgekd.distill.losses import ATLoss, FitNetLoss, KDLoss, MultiTeacherKDLoss
 from edgekd.distill.trainer import CEObjective, DistillObjective, Trainer, evaluate, lr_factor, predict_logits

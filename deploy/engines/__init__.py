@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 
 def _tensorrt(*args, **kwargs):
-    from deploy.engines.tensorrt import build_engine
+    from edgekd.deploy.engines.tensorrt import build_engine
 
     return build_engine(*args, **kwargs)
 
@@ -27,7 +27,7 @@ def register(name: str, builder: Callable) -> Callable:
 
 def get_builder(name: str) -> Callable:
     """The builder registered as ``name``; a :class:`UsageError` names the known ones otherwise."""
-    from deploy.errors import UsageError
+    from edgekd.deploy.errors import UsageError
 
     if name not in BUILDERS:
         raise UsageError(f"unknown engine backend '{name}'", hint=f"use one of {sorted(BUILDERS)}")

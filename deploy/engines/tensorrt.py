@@ -29,10 +29,10 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from deploy.engines.trtexec import PRECISIONS, trtexec_command
-from deploy.errors import UsageError, VerificationError
-from deploy.fileio import sha256_file, write_bytes, write_json
-from deploy.runtime.trt import SIDECAR_FORMAT, SIDECAR_VERSION, gpu_info, sidecar_path, tensorrt_module
+from edgekd.deploy.engines.trtexec import PRECISIONS, trtexec_command
+from edgekd.deploy.errors import UsageError, VerificationError
+from edgekd.deploy.fileio import sha256_file, write_bytes, write_json
+from edgekd.deploy.runtime.trt import SIDECAR_FORMAT, SIDECAR_VERSION, gpu_info, sidecar_path, tensorrt_module
 
 log = logging.getLogger(__name__)
 
@@ -85,17 +85,6 @@ def choose_build_path(version: tuple[int, ...], has_strongly_typed: bool) -> str
 
 # ---- ONNX side (no TensorRT needed) ------------------------------------------------------------------
 
-def onnx_precision(model) -> str:
-    """``int8`` if the graph has QuantizeLinear/DequantizeLinear, ``fp16`` if it holds FP16 tensors, else ``fp32``."""
-    from onnx import TensorProto
-
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
-        return "int8"
-    if any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer):
-        return "fp16"
-    return "fp32"
-
-
 def asymmetric_zero_points(model) -> list[str]:
     """Names of QDQ zero-point initializers that are not all zero (TensorRT needs symmetric INT8)."""
     from onnx import numpy_helper
@@ -112,10 +101,12 @@ def asymmetric_zero_points(model) -> list[str]:
 
 def prepare_onnx(onnx_path: Path, precision: str, build_path: str, workdir: Path) -> Path:
     """Return the ONNX to parse: checked for the precision asked, converted to FP16 when needed."""
-    from deploy.intake import load_onnx_checked
+    import onnx
 
-    model = load_onnx_checked(onnx_path)
-    have = onnx_precision(model)
+    from edgekd.deploy.runtime.intake import check_model
+
+    have = check_model(onnx_path).precision
+    model = onnx.load(str(onnx_path))
     if precision == "int8":
         if have != "int8":
             raise UsageError(f"{onnx_path} has no QuantizeLinear/DequantizeLinear nodes: INT8 engines are built "
@@ -128,7 +119,7 @@ def prepare_onnx(onnx_path: Path, precision: str, build_path: str, workdir: Path
         return onnx_path
     if build_path == STRONGLY_TYPED and precision != have:
         if precision == "fp16" and have == "fp32":
-            from deploy.quantize import convert_fp16
+            from edgekd.deploy.quantize import convert_fp16
 
             log.info("strongly typed build: converting %s to FP16 (FP32 inputs/outputs kept)", onnx_path)
             return Path(convert_fp16(onnx_path, workdir / "model-fp16.onnx").path)
@@ -204,13 +195,13 @@ def trtexec_plan(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, p
     for TensorRT 8.x (JetPack 5). For FP16 from an FP32 model the FP16 ONNX a strongly typed build needs is
     written beside the engine (``ENGINE.fp16.onnx``) — copy it to the device with the command.
     """
-    from deploy.intake import load_onnx_checked
+    from edgekd.deploy.runtime.intake import check_model
 
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    have = onnx_precision(load_onnx_checked(onnx_path))
+    have = check_model(onnx_path).precision
     typed = onnx_path
     if precision == "fp16" and have == "fp32":
-        from deploy.quantize import convert_fp16
+        from edgekd.deploy.quantize import convert_fp16
 
         typed = Path(convert_fp16(onnx_path, engine_path.with_name(engine_path.name + ".fp16.onnx")).path)
     else:

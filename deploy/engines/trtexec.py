@@ -16,7 +16,7 @@ import os
 import shlex
 from collections.abc import Sequence
 
-from deploy.errors import UsageError
+from edgekd.deploy.errors import UsageError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 

@@ -1,5 +1,5 @@
 """The device side: load a bundle and run it with numpy + onnxruntime (or TensorRT). Never imports torch."""
 
-from deploy.runtime.bundle import Predictor, load_bundle, verify_checksums
+from edgekd.deploy.runtime.bundle import Predictor, load_bundle, verify_checksums
 
 __all__ = ["Predictor", "load_bundle", "verify_checksums"]

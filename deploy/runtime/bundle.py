@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy.errors import ChecksumMismatch, InputFileError, UsageError
-from deploy.intake import load_onnx_checked
+from edgekd.deploy.errors import ChecksumMismatch, InputFileError, UsageError
+from edgekd.deploy.runtime.intake import check_model
 
 SUMS_FILE = "SHA256SUMS"
 META_FILE = "model.json"
@@ -156,7 +156,7 @@ class Predictor:
     """Runs a bundle: ``predict(images) -> (labels, probabilities)``."""
 
     def __init__(self, meta: BundleMeta, providers=None, threads: int | None = None):
-        from deploy.runtime.ort import create_session
+        from edgekd.deploy.runtime.ort import create_session
 
         self.meta = meta
         self.session, self.session_info = create_session(meta.model_path, providers, threads)
@@ -180,7 +180,7 @@ def open_bundle(path: str | os.PathLike, allow_domains: frozenset[str] | set[str
     """The one bundle check: checksums (every model file covered), metadata, the ONNX intake check.
 
     Returns:
-        ``(BundleMeta, onnx.ModelProto)`` — the model without external data loaded.
+        ``(BundleMeta, OnnxInfo)`` — the model's structure, no weights loaded.
     """
     folder = Path(path)
     if folder.is_file() and folder.name == META_FILE:
@@ -189,7 +189,7 @@ def open_bundle(path: str | os.PathLike, allow_domains: frozenset[str] | set[str
     meta = read_meta(folder)
     if meta.raw.get("model") not in sums:
         raise ChecksumMismatch(f"{SUMS_FILE} does not cover the model file {meta.raw.get('model')!r}")
-    return meta, load_onnx_checked(meta.model_path, allow_domains)
+    return meta, check_model(meta.model_path, allow_domains)
 
 
 def load_bundle(path: str | os.PathLike, providers=None, threads: int | None = None,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from deploy.errors import UsageError, require
+from edgekd.deploy.errors import UsageError, require
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy.errors import DependencyError, InputFileError, ResourceError, SecurityError, VerificationError
+from edgekd.deploy.errors import (
+    DependencyError,
+    InputFileError,
+    ResourceError,
+    SecurityError,
+    VerificationError,
+)
 
 log = logging.getLogger(__name__)
 

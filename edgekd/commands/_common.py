@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from deploy.errors import DependencyError
+from edgekd.deploy.errors import DependencyError
 
 
 def require_train_extra() -> None:

@@ -47,7 +47,7 @@ def add_arguments(p) -> None:
 
 def parse_batches(text: str) -> list[int]:
     """``"1,8,32"`` → ``[1, 8, 32]``; every size a positive integer."""
-    from deploy.errors import UsageError
+    from edgekd.deploy.errors import UsageError
 
     try:
         sizes = [int(s) for s in text.split(",") if s.strip()]
@@ -62,7 +62,7 @@ def run_bench(args) -> list[dict]:
     """Dispatch to the ONNX Runtime or TensorRT benchmark with the command's settings."""
     from pathlib import Path
 
-    from benchmarks.onnx_bench import bench_onnx, check_path
+    from edgekd.benchmarks.onnx_bench import bench_onnx, check_path
 
     path = check_path(args.model)
     runtime = args.runtime or ("trt" if Path(path).suffix in ENGINE_SUFFIXES else "ort")
@@ -70,11 +70,11 @@ def run_bench(args) -> list[dict]:
                   min_runs=args.min_runs, min_time_s=args.min_time_s, name=args.name, role=args.role,
                   power=args.power)
     if runtime == "trt":
-        from benchmarks.trt_bench import bench_engine
+        from edgekd.benchmarks.trt_bench import bench_engine
 
         data = None
         if args.data:
-            from benchmarks.datasets import load_labelled
+            from edgekd.benchmarks.datasets import load_labelled
 
             data = load_labelled(args.data)
         return bench_engine(path, data=data, **common)
@@ -84,8 +84,8 @@ def run_bench(args) -> list[dict]:
 def main(args) -> int:
     from rich.console import Console
 
-    from benchmarks.results import results_document
-    from deploy.fileio import write_json
+    from edgekd.benchmarks.results import results_document
+    from edgekd.deploy.fileio import write_json
 
     rows = run_bench(args)
     settings = {k: getattr(args, k) for k in ("runtime", "provider", "batch", "threads", "warmup_s", "warmup_runs",
@@ -106,7 +106,7 @@ def print_report(console, doc: dict) -> None:
     from rich import box
     from rich.table import Table
 
-    from benchmarks.fingerprint import device_label
+    from edgekd.benchmarks.fingerprint import device_label
     from edgekd.report import fmt_int, fmt_ms, fmt_pct, fmt_size
 
     rows = doc["artifacts"]

@@ -26,8 +26,8 @@ def main(args) -> int:
 
     from rich.console import Console
 
-    from deploy.bundle import write_bundle
-    from deploy.errors import InputFileError, UsageError
+    from edgekd.deploy.bundle import write_bundle
+    from edgekd.deploy.errors import InputFileError, UsageError
     from edgekd.shipping import bundle_meta
 
     run = Path(args.run)

@@ -38,8 +38,8 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     from rich.console import Console
 
-    from deploy.engines.tensorrt import trtexec_plan
-    from deploy.errors import DependencyError
+    from edgekd.deploy.engines.tensorrt import trtexec_plan
+    from edgekd.deploy.errors import DependencyError
 
     console = Console(highlight=False, soft_wrap=True)
     profile = dict(input_name=args.input, min_batch=args.min_batch, opt_batch=args.opt_batch,
@@ -48,7 +48,7 @@ def main(args) -> int:
     if args.print_trtexec:
         _print_plan(console, plan)
         return 0
-    from deploy.engines import get_builder
+    from edgekd.deploy.engines import get_builder
 
     try:
         result = get_builder("tensorrt")(args.model, args.out, precision=args.precision,

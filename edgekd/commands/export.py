@@ -33,11 +33,11 @@ def main(args) -> int:
     import torch
     from rich.console import Console
 
-    from deploy.export import export_metadata, export_verified
-    from deploy.fileio import sha256_file
     from edgekd import __version__
     from edgekd.checkpoint import load_weights
     from edgekd.data import load_data, to_numpy
+    from edgekd.deploy.export import export_metadata, export_verified
+    from edgekd.deploy.fileio import sha256_file
     from edgekd.models import model_from_config
 
     recipe, weights = _resolve_source(args)
@@ -64,8 +64,8 @@ def _resolve_source(args):
     """(recipe, weights path) from a run folder or a weights file (+ --recipe)."""
     from pathlib import Path
 
-    from deploy.errors import InputFileError
     from edgekd.commands._common import load_recipe_and_check
+    from edgekd.deploy.errors import InputFileError
 
     src = Path(args.source)
     if not src.is_dir():

@@ -43,8 +43,8 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     from rich.console import Console
 
-    from deploy.errors import UsageError
-    from deploy.quantize import quantize
+    from edgekd.deploy.errors import UsageError
+    from edgekd.deploy.quantize import quantize
 
     console = Console(highlight=False, soft_wrap=True)
     calib, val = _load_data(args)
@@ -61,8 +61,8 @@ def main(args) -> int:
 
 
 def _accuracy_aware(args, calib, val, console) -> int:
-    from deploy.accuracy_aware import accuracy_aware_quantize
-    from deploy.errors import UsageError
+    from edgekd.deploy.accuracy_aware import accuracy_aware_quantize
+    from edgekd.deploy.errors import UsageError
 
     if calib is None or val is None:
         raise UsageError("--tolerance needs calibration and validation data",
@@ -93,7 +93,7 @@ def _load_data(args):
     """(calibration inputs or None, (val_x, val_y) or None) from --calib/--val or --calib-from."""
     import numpy as np
 
-    from deploy.errors import UsageError
+    from edgekd.deploy.errors import UsageError
 
     if args.mode == "static" and not (args.calib or args.calib_from):
         raise UsageError("static INT8 needs calibration data",
@@ -116,8 +116,8 @@ def _npz(path: str, keys: tuple[str, ...]) -> dict:
 
     import numpy as np
 
-    from deploy.errors import InputFileError
-    from deploy.intake import check_file
+    from edgekd.deploy.errors import InputFileError
+    from edgekd.deploy.runtime.intake import check_file
 
     check_file(path, "data file")
     try:
@@ -138,9 +138,9 @@ def _from_run(run_dir: str, samples: int | None):
     """Training-split calibration samples and the validation split of a finished run."""
     from pathlib import Path
 
-    from deploy.errors import InputFileError
     from edgekd.commands._common import load_recipe_and_check
     from edgekd.data import load_data, to_numpy
+    from edgekd.deploy.errors import InputFileError
 
     recipe_path = Path(run_dir) / "recipe.yaml"
     if not recipe_path.is_file():

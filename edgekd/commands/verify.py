@@ -20,7 +20,7 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     from rich.console import Console
 
-    from deploy.runtime.verify import verify_bundle
+    from edgekd.deploy.bundle import verify_bundle
 
     console = Console()
     for line in verify_bundle(args.bundle, providers=args.provider, allow_domains=set(args.allow_domain)):

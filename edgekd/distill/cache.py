@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deploy.errors import UsageError
+from edgekd.deploy.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def teacher_logits(teachers, dataset, batch_size: int, device, weights=None, wor
 
 
 def _write_memmap(path: Path, array: np.ndarray) -> None:
-    from deploy.fileio import atomic_write_via
+    from edgekd.deploy.fileio import atomic_write_via
 
     def writer(tmp: Path) -> None:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=array.shape)

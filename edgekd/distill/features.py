@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from deploy.errors import UsageError
+from edgekd.deploy.errors import UsageError
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from deploy.errors import UsageError
+from edgekd.deploy.errors import UsageError
 
 LOSSES: dict[str, type[nn.Module]] = {}
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch.nn as nn
 import torch.nn.functional as F
 
-from deploy.errors import UsageError
+from edgekd.deploy.errors import UsageError
 from edgekd.distill.features import FeatureTaps
 
 

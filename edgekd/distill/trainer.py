@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from deploy.errors import InputFileError, NonFiniteError, ResumeError
 from edgekd import distributed
 from edgekd.checkpoint import rng_state, seed_everything, set_rng_state
 from edgekd.data import make_loader
+from edgekd.deploy.errors import InputFileError, NonFiniteError, ResumeError
 from edgekd.distill.objectives import CEObjective, DistillObjective
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def resolve_device(name: str = "auto") -> torch.device:
             else torch.device("cuda")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        from deploy.errors import ResourceError
+        from edgekd.deploy.errors import ResourceError
 
         raise ResourceError(f"train.device is '{name}' but no CUDA GPU is available here",
                             hint="set train.device: auto (or cpu)")
@@ -202,8 +202,8 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Write ``last.pt`` atomically (rank 0 only); refuses non-finite weights."""
-        from deploy.export import check_finite_weights
         from edgekd.checkpoint import save_object
+        from edgekd.deploy.export import check_finite_weights
 
         path = self._checkpoint_path()
         if path is None or not distributed.is_main():

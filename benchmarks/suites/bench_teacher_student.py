@@ -6,7 +6,7 @@ count; top-1 comes from ``RUN_DIR/results.json`` (the test split, measured by th
 
 Run:
     edgekd run --out runs/digits
-    python -m benchmarks.bench_teacher_student runs/digits [--min-time-s 2] [--json OUT] [--no-write]
+    python -m edgekd.benchmarks.suites.bench_teacher_student runs/digits [--min-time-s 2] [--json OUT] [--no-write]
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import json
 import os
 from pathlib import Path
 
-from benchmarks.onnx_bench import bench_onnx
-from benchmarks.results import machine_line, publish, results_document
-from deploy.errors import InputFileError
-from deploy.fileio import write_json
+from edgekd.benchmarks.onnx_bench import bench_onnx
+from edgekd.benchmarks.results import machine_line, publish, results_document
+from edgekd.deploy.errors import InputFileError
+from edgekd.deploy.fileio import write_json
 
 RESULTS_MD = Path(__file__).with_name("RESULTS.md")
 ARTIFACTS = {"teacher.onnx": ("teacher-onnx-fp32", "teacher"), "student.onnx": ("student-onnx-fp32", "student"),
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     threads = sorted({1, os.cpu_count() or 1})
     rows = run_rows(args.run_dir, (1, 32), threads, args.min_time_s)
-    body = (f"`python -m benchmarks.bench_teacher_student {args.run_dir}` (a run folder from `edgekd run`, "
+    body = (f"`python -m edgekd.benchmarks.suites.bench_teacher_student {args.run_dir}` (a run folder from `edgekd run`, "
             f"default recipe)\n\n{machine_line()}\n\n{table(rows)}\n\n"
             "Top-1 is the pipeline's (test split); ⚠ marks a noisy measurement. Latency is per call: at batch "
             "32 divide by 32 for the per-sample cost. samples/s = batch / mean latency.")

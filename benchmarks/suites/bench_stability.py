@@ -4,7 +4,7 @@ A p50 that moves more than the differences you want to show (say INT8 vs FP32) m
 noise. Uses the run's student ONNX when ``--run`` is given, else a tiny generated CNN.
 
 Run:
-    python -m benchmarks.bench_stability [--run RUN_DIR | --model M.onnx] [--repeats 5] [--no-write]
+    python -m edgekd.benchmarks.suites.bench_stability [--run RUN_DIR | --model M.onnx] [--repeats 5] [--no-write]
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.onnx_bench import bench_onnx
-from benchmarks.results import machine_line, publish
-from benchmarks.tiny_models import make_tiny_cnn
+from edgekd.benchmarks.onnx_bench import bench_onnx
+from edgekd.benchmarks.results import machine_line, publish
+from edgekd.benchmarks.tiny_models import make_tiny_cnn
 
 RESULTS_MD = Path(__file__).with_name("RESULTS.md")
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         path = args.model or (args.run / "onnx" / "student.onnx" if args.run else make_tiny_cnn(Path(tmp) / "t.onnx"))
         label = str(path) if (args.model or args.run) else "tiny generated CNN (170 params)"
         rows = repeat(Path(path), args.repeats, args.batch, threads, args.min_time_s)
-    cmd = "python -m benchmarks.bench_stability" + (f" --run {args.run}" if args.run else "") + (
+    cmd = "python -m edgekd.benchmarks.suites.bench_stability" + (f" --run {args.run}" if args.run else "") + (
         f" --model {args.model}" if args.model else "")
     body = f"`{cmd}`\n\n{machine_line()}\n\n{table(label, rows, threads, args.batch)}"
     publish(args, "stability", "Stability", body)

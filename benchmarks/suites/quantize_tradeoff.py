@@ -9,7 +9,7 @@ alike; the INT8/FP32 latency ratio is the median of the per-round ratios. Calibr
 
 Run:
     edgekd run --out runs/digits
-    python -m benchmarks.quantize_tradeoff runs/digits [--rounds 5] [--threads 1] [--json OUT] [--no-write]
+    python -m edgekd.benchmarks.suites.quantize_tradeoff runs/digits [--rounds 5] [--threads 1] [--json OUT] [--no-write]
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import measure
-from benchmarks.results import machine_line, update_results_md
-from deploy.errors import InputFileError
-from deploy.fileio import write_json
+from edgekd.benchmarks.harness import measure
+from edgekd.benchmarks.results import machine_line, update_results_md
+from edgekd.deploy.errors import InputFileError
+from edgekd.deploy.fileio import write_json
 
 RESULTS_MD = Path(__file__).with_name("RESULTS.md")
 SECTION = "quantization"
@@ -65,7 +65,7 @@ def load_run(run_dir: Path) -> tuple[Path, np.ndarray, tuple, tuple]:
 
 def make_variants(student: Path, calib: np.ndarray, workdir: Path) -> list[Variant]:
     """FP32 plus every static INT8 method × preset, dynamic INT8 and FP16 (failures become rows)."""
-    from deploy.quantize import convert_fp16, quantize_dynamic, quantize_static
+    from edgekd.deploy.quantize import convert_fp16, quantize_dynamic, quantize_static
 
     variants = [Variant("fp32", "fp32", path=str(student))]
     jobs = [(f"int8-{m}-{p}", "static", m, p, lambda o, m=m, p=p: quantize_static(student, o, calib, method=m,
@@ -88,7 +88,7 @@ def evaluate(variants: list[Variant], test: tuple, val: tuple) -> None:
     """Top-1 on test and val, agreement with FP32 on test, file size."""
     import onnx
 
-    from deploy.runtime.ort import create_session
+    from edgekd.deploy.runtime.ort import create_session
 
     ref = None
     for v in (v for v in variants if v.path):
@@ -105,7 +105,7 @@ def evaluate(variants: list[Variant], test: tuple, val: tuple) -> None:
 def time_rounds(variants: list[Variant], x: np.ndarray, batches: list[int], rounds: int, threads: int,
                 min_time_s: float) -> None:
     """Alternate the models round by round; record each round's p50 and its ratio to FP32's."""
-    from deploy.runtime.ort import create_session
+    from edgekd.deploy.runtime.ort import create_session
 
     live = [v for v in variants if v.path]
     runners = {}
@@ -175,11 +175,11 @@ def findings(variants: list[Variant], batches: list[int]) -> str:
 
 
 def markdown(run_dir: Path, variants: list[Variant], batches: list[int], args, n_test: int, n_calib: int) -> str:
-    from deploy.runtime.cpu import isa_summary
+    from edgekd.deploy.runtime.cpu import isa_summary
 
     return f"""## Quantization (FP32 vs INT8)
 
-`edgekd run --out RUN_DIR && python -m benchmarks.quantize_tradeoff RUN_DIR --rounds {args.rounds} --threads {args.threads}`
+`edgekd run --out RUN_DIR && python -m edgekd.benchmarks.suites.quantize_tradeoff RUN_DIR --rounds {args.rounds} --threads {args.threads}`
 
 {machine_line()} Detected ISA for the presets: {isa_summary()}.
 

@@ -8,7 +8,7 @@ framework overhead per call: a tiny model's latency above that floor is what its
 student 10× smaller in FLOPs is not 10× faster when both sit near the floor.
 
 Run:
-    python -m benchmarks.bench_overhead [--run RUN_DIR] [--threads 1] [--rounds 5] [--no-write]
+    python -m edgekd.benchmarks.suites.bench_overhead [--run RUN_DIR] [--threads 1] [--rounds 5] [--no-write]
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import measure
-from benchmarks.onnx_bench import make_feed
-from benchmarks.results import machine_line, publish
-from benchmarks.tiny_models import make_identity, make_tiny_cnn
-from deploy.runtime.ort import create_session
+from edgekd.benchmarks.harness import measure
+from edgekd.benchmarks.onnx_bench import make_feed
+from edgekd.benchmarks.results import machine_line, publish
+from edgekd.benchmarks.tiny_models import make_identity, make_tiny_cnn
+from edgekd.deploy.runtime.ort import create_session
 
 RESULTS_MD = Path(__file__).with_name("RESULTS.md")
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         results = {name: compare_model(path, threads, args.rounds, args.min_time_s)
                    for name, path in models(args.run, Path(tmp)).items()}
-    body = (f"`python -m benchmarks.bench_overhead{f' --run {args.run}' if args.run else ''}`\n\n"
+    body = (f"`python -m edgekd.benchmarks.suites.bench_overhead{f' --run {args.run}' if args.run else ''}`\n\n"
             f"{machine_line()}\n\n{table(results, threads, args.rounds)}")
     publish(args, "overhead", "Harness overhead", body)
     return 0

@@ -16,8 +16,8 @@ Data: scikit-learn's digits upsampled to ``--size`` and repeated to 3 channels (
 download), so accuracy is meaningful; top-1 is on the held-out test split.
 
 Run:
-    python -m benchmarks.distill_throughput                      # CPU, writes RESULTS.md
-    python -m benchmarks.distill_throughput --device cuda --epochs 5 --batch 256
+    python -m edgekd.benchmarks.suites.distill_throughput                      # CPU, writes RESULTS.md
+    python -m edgekd.benchmarks.suites.distill_throughput --device cuda --epochs 5 --batch 256
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def _sync(device) -> None:
 def _device_name(device) -> str:
     import torch
 
-    from benchmarks.fingerprint import device_label, fingerprint
+    from edgekd.benchmarks.fingerprint import device_label, fingerprint
 
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
@@ -185,7 +185,7 @@ def markdown(rows: list[dict], setup: dict, args) -> str:
     base = rows[0]["samples_per_s"]
     kw = "".join(f" --{k.replace('_', '-')} '{json.dumps(getattr(args, k))}'"
                  for k in ("teacher_kwargs", "student_kwargs") if getattr(args, k))
-    cmd = (f"python -m benchmarks.distill_throughput --device {args.device} --epochs {args.epochs} "
+    cmd = (f"python -m edgekd.benchmarks.suites.distill_throughput --device {args.device} --epochs {args.epochs} "
            f"--teacher-epochs {args.teacher_epochs} --batch {args.batch} --size {args.size} --tile {args.tile} "
            f"--repeats {args.repeats} "
            f"--teacher {args.teacher} --student {args.student}{kw}")
@@ -206,7 +206,7 @@ def markdown(rows: list[dict], setup: dict, args) -> str:
 
 def write_section(path: Path, subsection: str) -> None:
     """Replace this device's subsection inside the ``## Distillation throughput`` block of RESULTS.md."""
-    from benchmarks.results import update_results_md
+    from edgekd.benchmarks.results import update_results_md
 
     start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
     text = path.read_text() if path.exists() else ""
@@ -215,7 +215,7 @@ def write_section(path: Path, subsection: str) -> None:
     parts = [p.strip() for p in ("\n" + body).split("\n### ")[1:]]
     kept = ["### " + p for p in parts if "### " + p.splitlines()[0] != heading]
     intro = (f"{INTRO}\n\nSamples/s of one distillation run, same student, teacher, data, seed and epochs; "
-             "ratios against (a). Written by `benchmarks/distill_throughput.py`, one subsection per device and "
+             "ratios against (a). Written by `benchmarks/suites/distill_throughput.py`, one subsection per device and "
              "teacher/student/batch; a rerun replaces its own subsection.\n\n"
              "The cache takes the teacher's forward pass out of every step after one pass over the data, so "
              "its gain is bounded by (teacher forward + student step) / student step: it reaches 2× and more "
