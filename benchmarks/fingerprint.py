@@ -5,10 +5,9 @@ never changed (no clock pinning, no power-mode switch). Never imports torch: ``t
 when the caller already imported it.
 
 Example:
-    >>> from benchmarks.fingerprint import fingerprint
-    >>> fp = fingerprint(["CPUExecutionProvider"])
-    >>> sorted(k for k in ("cpu", "cores", "os", "python", "onnxruntime", "isa", "machine") if k in fp)
-    ['cores', 'cpu', 'isa', 'machine', 'onnxruntime', 'os', 'python']
+    >>> device = fingerprint(["CPUExecutionProvider"])
+    >>> device.providers
+    ('CPUExecutionProvider',)
 """
 
 from __future__ import annotations
@@ -18,8 +17,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgekd.deploy.runtime.cpu import cpu_info
+
+if TYPE_CHECKING:
+    from edgekd.benchmarks.results import Device
 
 JETSON_MODEL = Path("/proc/device-tree/model")
 L4T_RELEASE = Path("/etc/nv_tegra_release")
@@ -28,44 +31,31 @@ GPU_DEVFREQ_GLOBS = ("/sys/devices/gpu.0/devfreq/*", "/sys/devices/platform/*gpu
                      "/sys/class/devfreq/*gpu*", "/sys/class/devfreq/*.gpu")
 
 
-def fingerprint(providers_ran: list[str] | None = None) -> dict:
-    """Describe this machine and its software for a results file's ``device`` object.
+def fingerprint(providers_ran: list[str] | None = None) -> Device:
+    """Describe this machine and its software for a results document's ``device``.
 
     Args:
-        providers_ran: the execution providers that actually ran (from ``SessionInfo.active``).
+        providers_ran: the execution providers that actually ran (from the runner's info).
 
     Returns:
-        ``{"cpu", "cores", "os", "python", "onnxruntime", "numpy", "isa", "machine", "providers",
-        "providers_available", "cpu_governor", ...}`` plus ``"jetson"`` on a Jetson and ``"torch"`` when
-        torch is already imported. Values that cannot be read are left out or ``None``.
+        A :class:`~edgekd.benchmarks.results.Device`: CPU, cores, ISA, OS, Python, onnxruntime and numpy
+        versions, the providers that ran and those available, the CPU governor, the Jetson's model / L4T /
+        power mode / clock state on a Jetson, and ``torch`` when torch is already imported. Values that
+        cannot be read are ``None``.
     """
+    from edgekd.benchmarks.results import Device
+
     info = cpu_info()
-    fp: dict = {
-        "cpu": info["model"],
-        "cores": info["cores"],
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "onnxruntime": _package_version("onnxruntime"),
-        "numpy": _package_version("numpy"),
-        "isa": sorted(k for k, v in info["flags"].items() if v),
-        "machine": platform.machine(),
-        "providers": list(providers_ran) if providers_ran is not None else None,
-        "providers_available": _ort_available_providers(),
-        "cpu_governor": cpu_governor(),
-    }
-    if "torch" in sys.modules:
-        fp["torch"] = getattr(sys.modules["torch"], "__version__", None)
-    jetson = jetson_info()
-    if jetson:
-        fp["jetson"] = jetson
-    return fp
-
-
-def device_label(device: dict) -> str:
-    """A short human label for a fingerprint, e.g. ``"NVIDIA Jetson Orin Nano (6 cores, aarch64)"``."""
-    jetson = device.get("jetson") or {}
-    name = jetson.get("model") or device.get("label") or device.get("cpu") or "unknown device"
-    return f"{name} ({device.get('cores', '?')} cores, {device.get('machine') or device.get('os', '?')})"
+    available = _ort_available_providers()
+    return Device(
+        cpu=info["model"], cores=info["cores"], machine=platform.machine(), os=platform.platform(),
+        python=platform.python_version(), onnxruntime=_package_version("onnxruntime"),
+        numpy=_package_version("numpy"),
+        torch=getattr(sys.modules["torch"], "__version__", None) if "torch" in sys.modules else None,
+        isa=tuple(sorted(k for k, v in info["flags"].items() if v)),
+        providers=tuple(providers_ran) if providers_ran is not None else None,
+        providers_available=tuple(available) if available is not None else None,
+        cpu_governor=cpu_governor(), jetson=jetson_info())
 
 
 def jetson_info() -> dict | None:

@@ -1,12 +1,21 @@
-"""Write a self-describing bundle (``model.onnx``, ``model.json``, optional engine + sidecar, ``SHA256SUMS``) and
-verify one (``edgekd verify``: checksums, metadata, intake, ``onnx.checker``, one inference).
+"""Write a self-describing bundle (``model.onnx``, ``model.json``, optional tokenizer / engine + sidecar,
+``SHA256SUMS``) and verify one (``edgekd verify``).
 
-The bundle is assembled in a temporary folder beside the destination and renamed into place at the end,
-so a crash never leaves a half-written bundle behind.
+Writing is all-or-nothing and never destroys what edgekd did not make:
+
+* the destination must be missing, empty, or an edgekd bundle (``model.json`` + ``SHA256SUMS``); any other
+  folder is refused, as is a destination inside the source run folder or equal to it;
+* the bundle is assembled in a staging folder beside the destination and swapped in atomically (Linux
+  ``renameat2(RENAME_EXCHANGE)``; elsewhere two renames, recovered on the next write if a crash falls between
+  them), so a SIGKILL at any instant leaves the old bundle or the new one;
+* leftovers of a crashed write (staging folders marked as edgekd's) are removed on the next write.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
 import os
 import shutil
 import tempfile
@@ -14,48 +23,107 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.deploy.errors import InputFileError, VerificationError
-from edgekd.deploy.fileio import atomic_write_via, current_umask, sha256_file, write_json, write_text
-from edgekd.deploy.runtime.bundle import BUNDLE_FORMAT, META_FILE, SUMS_FILE, Predictor, open_bundle
+from edgekd.deploy.errors import InputFileError, UsageError, VerificationError
+from edgekd.deploy.fileio import atomic_write_via, current_umask, sha256_file, write_text
+from edgekd.deploy.runtime.bundle import (
+    META_FILE,
+    SUMS_FILE,
+    Bundle,
+    BundleManifest,
+    Predictor,
+    open_bundle,
+    read_manifest,
+)
 from edgekd.deploy.runtime.intake import check_model
+from edgekd.deploy.typed import to_json
+
+STAGING_MARK = ".edgekd-staging"
+#: a test input larger than this (per sample) is refused before anything is allocated
+MAX_SAMPLE_BYTES = 256 << 20
 
 
-def write_bundle(out_dir: str | os.PathLike, model_path: str | os.PathLike, meta: dict,
-                 extra_files: list[str | os.PathLike] = ()) -> Path:
-    """Copy ``model_path`` (and ``extra_files``) into ``out_dir`` with ``model.json`` and ``SHA256SUMS``.
+def write_bundle(out_dir: str | os.PathLike, model_path: str | os.PathLike, manifest: BundleManifest,
+                 extra_files: dict[str, str | os.PathLike] | None = None, *,
+                 protect: str | os.PathLike | None = None) -> Path:
+    """Copy ``model_path`` (as ``manifest.model``) and ``extra_files`` (bundle name → source file) into
+    ``out_dir`` with ``model.json`` and ``SHA256SUMS``, atomically.
 
-    ``meta`` must hold ``input`` (``name``, ``shape``, ``dtype``, ``layout``); ``normalization``,
-    ``labels``, ``precision``, ``metrics`` and ``producer`` are recommended.
+    Args:
+        protect: a folder the bundle must not be written into or over (the run it comes from).
 
-    Example:
-        >>> write_bundle("bundle", "student.onnx", {"input": {...}, "labels": [...]})  # doctest: +SKIP
+    Raises:
+        UsageError: ``out_dir`` is a file, a folder that is not an edgekd bundle, or inside ``protect``.
     """
-    out_dir = Path(out_dir)
-    model_path = Path(model_path)
+    out_dir, model_path = Path(out_dir), Path(model_path)
+    check_destination(out_dir, protect)
     check_model(model_path)
-    if "input" not in meta:
-        raise InputFileError("bundle metadata lacks 'input' (name, shape, dtype, layout)")
+    extra = {name: Path(src) for name, src in (extra_files or {}).items()}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    recover(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".staging", dir=out_dir.parent))
     try:
-        _copy_synced(model_path, staging / "model.onnx")
-        names = ["model.onnx"]
-        for extra in extra_files:
-            extra = Path(extra)
-            _copy_synced(extra, staging / extra.name)
-            names.append(extra.name)
-        full_meta = {"bundle_format": BUNDLE_FORMAT, "model": "model.onnx", **meta}
-        write_json(staging / META_FILE, full_meta)
-        names.append(META_FILE)
-        sums = "".join(f"{sha256_file(staging / n)}  {n}\n" for n in sorted(names))
-        write_text(staging / SUMS_FILE, sums)
+        (staging / STAGING_MARK).touch()
+        _copy_synced(model_path, staging / manifest.model)
+        for name, src in extra.items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            _copy_synced(src, staging / name)
+        atomic_write_via(staging / META_FILE, lambda tmp: tmp.write_text(_json(manifest)))
+        names = sorted([manifest.model, META_FILE, *extra])
+        write_text(staging / SUMS_FILE, "".join(f"{sha256_file(staging / n)}  {n}\n" for n in names))
+        (staging / STAGING_MARK).unlink()
         os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it 0700
         _fsync_dir(staging)
-        _replace_dir(staging, out_dir)
+        _swap_in(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def _json(manifest: BundleManifest) -> str:
+    import json
+
+    return json.dumps(to_json(manifest), indent=2) + "\n"
+
+
+def is_bundle(folder: Path) -> bool:
+    """An edgekd bundle: ``model.json`` (parseable) and ``SHA256SUMS`` — what edgekd may replace."""
+    if not (folder / SUMS_FILE).is_file() or not (folder / META_FILE).is_file():
+        return False
+    try:
+        read_manifest(folder)
+    except InputFileError:
+        return False
+    return True
+
+
+def check_destination(out_dir: Path, protect: str | os.PathLike | None = None) -> None:
+    """Refuse to write a bundle where it would replace or mix with something edgekd did not make."""
+    if out_dir.is_symlink() or out_dir.is_file():
+        raise UsageError(f"--out {out_dir} is a file or a link, not a bundle folder",
+                         hint="choose a new folder name for the bundle")
+    if protect is not None:
+        run, target = Path(protect).resolve(), out_dir.resolve()
+        if target == run or run in target.parents:
+            raise UsageError(f"--out {out_dir} is inside the run folder {protect}",
+                             hint="write the bundle to a folder outside the run (the run has its own bundle/)")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_bundle(out_dir):
+        raise UsageError(f"--out {out_dir} already holds files that are not an edgekd bundle; refusing to "
+                         "replace them", hint="choose a new or empty folder (edgekd only replaces its own bundles)")
+
+
+def recover(out_dir: Path) -> None:
+    """Finish or undo a write that crashed: restore a bundle parked by the two-rename swap, and remove
+    staging folders edgekd left behind."""
+    parked = sorted(out_dir.parent.glob(f".{out_dir.name}.*.old"))
+    if parked and not out_dir.exists():
+        os.replace(parked[-1], out_dir)
+        parked = parked[:-1]
+    for path in parked:
+        shutil.rmtree(path, ignore_errors=True)
+    for path in out_dir.parent.glob(f".{out_dir.name}.*.staging"):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _copy_synced(src: Path, dst: Path) -> None:
@@ -71,40 +139,94 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Swap ``src`` into ``dst``; the old ``dst`` (if any) is removed only after the swap."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Put ``staging`` at ``out_dir``; the old bundle (if any) is removed only once the new one is there."""
+    if not out_dir.exists():
+        os.replace(staging, out_dir)
+    elif _exchange(staging, out_dir):
+        shutil.rmtree(staging, ignore_errors=True)  # now the old bundle
     else:
-        os.replace(src, dst)
+        parked = staging.with_name(staging.name.removesuffix(".staging") + ".old")
+        os.replace(out_dir, parked)  # a crash here leaves `parked`: recover() puts it back
+        os.replace(staging, out_dir)
+        shutil.rmtree(parked, ignore_errors=True)
+    _fsync_dir(out_dir.parent)
 
 
+# --------------------------------------------------------------------------------------------- verify
 def verify_bundle(folder: str | os.PathLike, providers=None, allow_domains=frozenset()) -> list[str]:
-    """Run every check; return one line per passed check, raise on the first failure."""
+    """``edgekd verify``: run every check; return one ✓ line per check, raise on the first failure.
+
+    Checksums (every file listed, nothing else, no links) → the manifest against the graph (input and output
+    names, dtypes, shapes, label count) → ``onnx.checker`` (external data resolved next to the model) → the
+    real preprocessing on a synthetic input → one inference with finite outputs.
+    """
+    bundle = open_bundle(folder, allow_domains)
+    lines = [f"checksums: every file matches SHA256SUMS, nothing unlisted ({bundle.folder})"]
+    lines.append(check_manifest_against_graph(bundle))
+    lines.append(_onnx_checker(bundle))
+    feed = _synthetic_feed(bundle)
+    with Predictor(bundle, providers) as predictor:
+        logits = predictor.logits(feed)
+        active = predictor.runner.info().providers[0]
+    n = len(next(iter(feed.values())))
+    lines.append(f"inference: the preprocessing of a synthetic input, then a batch of {n} → outputs "
+                 f"{tuple(logits.shape)}, finite, on {active}")
+    return lines
+
+
+def check_manifest_against_graph(bundle: Bundle) -> str:
+    """``model.json``'s inputs/outputs must be the graph's, with matching dtypes and fixed dims."""
+    m, graph = bundle.manifest, bundle.onnx
+    for kind, declared, actual in (("input", m.inputs, graph.graph_inputs), ("output", m.outputs, graph.outputs)):
+        if [s.name for s in declared] != [v.name for v in actual]:
+            raise VerificationError(f"model.json {kind}s {[s.name for s in declared]} are not the model's "
+                                    f"{[v.name for v in actual]}", hint="re-create the bundle with `edgekd bundle`")
+        for spec, value in zip(declared, actual, strict=True):
+            fixed = [(a, b) for a, b in zip(spec.shape, value.dims, strict=False)
+                     if isinstance(a, int) and isinstance(b, int) and a != b]
+            if spec.dtype != value.elem_type or len(spec.shape) != len(value.dims) or fixed:
+                raise VerificationError(f"model.json {kind} '{spec.name}' is {spec.dtype} {list(spec.shape)}, the "
+                                        f"model's is {value.elem_type} {list(value.dims)}",
+                                        hint="re-create the bundle with `edgekd bundle`")
+    classes = graph.outputs[0].dims[-1] if graph.outputs and graph.outputs[0].dims else None
+    if isinstance(classes, int) and m.labels and classes != len(m.labels):
+        raise VerificationError(f"model.json has {len(m.labels)} labels, the model outputs {classes} classes")
+    return (f"manifest: inputs {[s.name for s in m.inputs]} and outputs {[s.name for s in m.outputs]} match the "
+            f"graph; {len(m.labels)} labels; preprocessing {m.preprocessing.kind}")
+
+
+def _onnx_checker(bundle: Bundle) -> str:
     import onnx
 
-    meta, info = open_bundle(folder, allow_domains)
-    lines = [f"checksums: every file matches SHA256SUMS ({meta.folder})"]
-    shape = meta.input.get("shape")
-    if not shape or len(shape) != 4:
-        raise InputFileError(f"model.json input.shape is {shape!r}, expected [batch, C, H, W]")
     try:
         # a path (not a loaded proto): the checker resolves external data next to the model, not in the cwd
-        onnx.checker.check_model(str(meta.model_path), full_check=True)
+        onnx.checker.check_model(str(bundle.model_path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise VerificationError(f"{meta.model_path} fails onnx.checker: {str(exc).splitlines()[0]}") from None
-    opset = info.opset("") or "?"
-    lines.append(f"model: {meta.model_path.name} passes the intake check and onnx.checker (opset {opset})")
-    predictor = Predictor(meta, providers)
-    batch = np.zeros((2, *shape[1:]), dtype=np.float32)
-    logits = predictor.logits(batch)
-    n_labels = len(meta.labels)
-    if logits.shape[0] != 2 or not np.isfinite(logits).all() or (n_labels and logits.shape[1] != n_labels):
-        raise VerificationError(f"test inference returned shape {logits.shape} (finite: "
-                                f"{bool(np.isfinite(logits).all())}), expected (2, {n_labels or '?'}) finite")
-    lines.append(f"inference: batch of 2 → logits {tuple(logits.shape)}, finite, on "
-                 f"{predictor.session_info.active[0]}")
-    return lines
+        raise VerificationError(f"{bundle.model_path} fails onnx.checker: {str(exc).splitlines()[0]}") from None
+    return (f"model: {bundle.model_path.name} passes the intake check and onnx.checker "
+            f"(opset {bundle.onnx.opset('') or '?'})")
+
+
+def _synthetic_feed(bundle: Bundle, n: int = 2) -> dict[str, np.ndarray]:
+    """The real preprocessing, run once on synthetic raw input (mid-range pixels, or short texts)."""
+    pre = bundle.manifest.preprocessing
+    return pre.feed(pre.synthetic(n, MAX_SAMPLE_BYTES), [s.name for s in bundle.manifest.inputs], bundle.folder)

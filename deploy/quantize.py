@@ -34,6 +34,7 @@ import numpy as np
 
 from edgekd.deploy.errors import EdgekdError, UsageError, VerificationError, require
 from edgekd.deploy.fileio import atomic_write_via
+from edgekd.deploy.registry import Registry
 from edgekd.deploy.runtime.intake import check_model
 
 log = logging.getLogger(__name__)
@@ -64,13 +65,12 @@ class Preset:
     description: str
 
 
-PRESETS: dict[str, Preset] = {}
+PRESETS: Registry[Preset] = Registry("quantization preset")
 
 
 def register_preset(preset: Preset) -> Preset:
     """Add a preset to the registry (by ``preset.name``)."""
-    PRESETS[preset.name] = preset
-    return preset
+    return PRESETS.register(preset.name, preset)
 
 
 register_preset(Preset("x86", "uint8", "int8", True, False, True,
@@ -118,9 +118,7 @@ def resolve_preset(name: str = "auto", isa: dict | None = None) -> Preset:
         isa = isa or cpu_isa()
         arm = isa.get("neon") or str(isa.get("arch", "")).startswith(("arm", "aarch"))
         name = "arm64" if arm else "x86-vnni" if isa.get("vnni") else "x86"
-    if name not in PRESETS:
-        raise UsageError(f"unknown quantization preset '{name}'", hint=f"use 'auto' or one of {sorted(PRESETS)}")
-    return PRESETS[name]
+    return PRESETS.get(name)
 
 
 @contextlib.contextmanager
@@ -398,19 +396,19 @@ def _qtype(name: str):
     return {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[name]
 
 
+#: quantization modes → ``fn(fp32_path, out_path, calib, **kwargs)``
+MODES: Registry = Registry("quantization mode")
+MODES.register("static", lambda src, dst, calib, **kw: quantize_static(src, dst, calib, **kw))
+MODES.register("dynamic", lambda src, dst, calib, **kw: quantize_dynamic(
+    src, dst, sample=None if calib is None else calib[:2], **kw))
+MODES.register("fp16", lambda src, dst, calib, **kw: convert_fp16(src, dst, sample=None if calib is None else calib[:2],
+                                                                  **kw))
+
+
 def quantize(mode: str, fp32_path: str | os.PathLike, out_path: str | os.PathLike,
              calib: np.ndarray | None = None, **kwargs) -> QuantizeResult:
     """Dispatch by ``mode`` (``static``, ``dynamic``, ``fp16``) — what the CLI calls."""
-    if mode not in _MODES:
-        raise UsageError(f"unknown quantization mode '{mode}'", hint=f"use one of {list(_MODES)}")
+    fn = MODES.get(mode)
     if mode == "static" and calib is None:
         raise UsageError("static INT8 needs calibration data", hint="pass --calib CALIB.npz or --calib-from RUN")
-    return _MODES[mode](fp32_path, out_path, calib, **kwargs)
-
-
-_MODES = {
-    "static": lambda src, dst, calib, **kw: quantize_static(src, dst, calib, **kw),
-    "dynamic": lambda src, dst, calib, **kw: quantize_dynamic(
-        src, dst, sample=None if calib is None else calib[:2], **kw),
-    "fp16": lambda src, dst, calib, **kw: convert_fp16(src, dst, sample=None if calib is None else calib[:2], **kw),
-}
+    return fn(fp32_path, out_path, calib, **kwargs)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from edgekd.deploy.errors import ShapeMismatch, ToleranceExceeded, VerificationError
+from edgekd.deploy.runtime.runner import tile_batch
 
 log = logging.getLogger(__name__)
 
@@ -52,51 +53,57 @@ def compare(reference: np.ndarray, actual: np.ndarray, name: str = "logits") -> 
     return float(diff.max()), float(diff.mean()), agree
 
 
-def check_parity(reference_fn, onnx_path: str | os.PathLike, inputs: np.ndarray, *, precision: str = "fp32",
+Feed = np.ndarray | dict[str, np.ndarray]
+
+
+def check_parity(reference_fn, onnx_path: str | os.PathLike, inputs: Feed, *, precision: str = "fp32",
                  batch_sizes=(1, 7), atol: float | None = None, min_agreement: float | None = None,
-                 input_name: str | None = None, providers=None, label: str | None = None) -> ParityReport:
-    """Run ``onnx_path`` and ``reference_fn`` (numpy in → numpy out) on ``inputs`` and compare.
+                 providers=None, label: str | None = None) -> ParityReport:
+    """Run ``onnx_path`` and ``reference_fn`` on ``inputs`` and compare every output.
 
-    ``label`` names the model in errors (default: ``onnx_path``; useful when checking a temp file).
-
-    ``reference_fn`` returns one array, a tuple/list (in the model's output order) or a dict by output
-    name; every output is compared. The ONNX model runs on the whole input set and, separately, at each
-    of ``batch_sizes`` (two or more, to prove the batch axis really is dynamic). Raises
+    ``inputs`` is one array (for the model's only input) or a feed ``{input name: array}`` (all of the same
+    length); ``reference_fn`` gets the same form back and returns one array, a tuple/list (in the model's
+    output order) or a dict by output name. The ONNX model runs on the whole input set and, separately, at
+    each of ``batch_sizes`` (two or more, to prove the batch axis really is dynamic). ``label`` names the
+    model in errors (default: ``onnx_path``; useful when checking a temp file). Raises
     :class:`ToleranceExceeded` naming the first output that diverges and by how much.
 
     Example:
         >>> report = check_parity(lambda x: model(x), "m.onnx", x_test)  # doctest: +SKIP
         >>> print("\\n".join(report.lines))
     """
-    from edgekd.deploy.runtime.ort import create_session
+    from edgekd.deploy.runtime.ort import OnnxrtRunner
 
     atol = TOLERANCES.get(precision) if atol is None else atol
     if len(set(batch_sizes)) < 2:
         log.warning("parity checked at batch sizes %s only; use two or more to prove a dynamic batch",
                     list(batch_sizes))
-    session, _ = create_session(onnx_path, providers)
     label = label or str(onnx_path)
-    name = input_name or session.get_inputs()[0].name
-    dim0 = next(i.shape[0] for i in session.get_inputs() if i.name == name)
-    if isinstance(dim0, int) and dim0 > 0:
-        raise ShapeMismatch(f"{label}: input '{name}' has a fixed batch size {dim0}, not a dynamic one",
-                            hint="re-export with a dynamic batch axis (export_onnx does this)")
-    out_names = [o.name for o in session.get_outputs()]
-    stats = _compare_all(_as_outputs(reference_fn(inputs), out_names), session.run(None, {name: inputs}),
-                         out_names)
-    for bs in batch_sizes:
-        chunk = tile_batch(inputs, bs)
-        got = session.run(None, {name: chunk})
-        for out_name, arr in zip(out_names, got, strict=True):
-            if arr.shape[0] != bs:
-                raise ShapeMismatch(f"batch {bs}: output '{out_name}' has batch {arr.shape[0]}",
-                                    hint="the batch axis is not dynamic; re-export with a dynamic batch")
-        for out_name, (b_max, _, _) in _compare_all(_as_outputs(reference_fn(chunk), out_names), got,
-                                                    out_names).items():
-            stats[out_name] = (max(stats[out_name][0], b_max), *stats[out_name][1:])
-    lines, failed = _gate_lines(stats, precision, atol, min_agreement, list(batch_sizes), len(inputs))
+    with OnnxrtRunner(onnx_path, providers) as runner:
+        specs = runner.inputs()
+        feed = inputs if isinstance(inputs, dict) else {specs[0].name: inputs}
+        for spec in specs:
+            if spec.name in feed and spec.fixed_batch:
+                raise ShapeMismatch(f"{label}: input '{spec.name}' has a fixed batch size {spec.fixed_batch}, not "
+                                    "a dynamic one", hint="re-export with a dynamic batch axis (export_onnx does this)")
+        out_names = [o.name for o in runner.outputs()]
+        n = len(next(iter(feed.values())))
+        stats = _compare_all(_as_outputs(reference_fn(inputs), out_names), _ordered(runner.infer(feed), out_names),
+                             out_names)
+        for bs in batch_sizes:
+            chunk = {k: tile_batch(v, bs) for k, v in feed.items()}
+            got = _ordered(runner.infer(chunk), out_names)
+            for out_name, arr in zip(out_names, got, strict=True):
+                if arr.shape[0] != bs:
+                    raise ShapeMismatch(f"batch {bs}: output '{out_name}' has batch {arr.shape[0]}",
+                                        hint="the batch axis is not dynamic; re-export with a dynamic batch")
+            ref_in = chunk if isinstance(inputs, dict) else chunk[specs[0].name]
+            for out_name, (b_max, _, _) in _compare_all(_as_outputs(reference_fn(ref_in), out_names), got,
+                                                        out_names).items():
+                stats[out_name] = (max(stats[out_name][0], b_max), *stats[out_name][1:])
+    lines, failed = _gate_lines(stats, precision, atol, min_agreement, list(batch_sizes), n)
     first = out_names[0]
-    report = ParityReport(precision, stats[first][0], stats[first][1], stats[first][2], len(inputs),
+    report = ParityReport(precision, stats[first][0], stats[first][1], stats[first][2], n,
                           list(batch_sizes), atol, not failed, lines,
                           outputs={k: {"max_abs_diff": v[0], "mean_abs_diff": v[1], "top1_agreement": v[2]}
                                    for k, v in stats.items()},
@@ -109,6 +116,10 @@ def check_parity(reference_fn, onnx_path: str | os.PathLike, inputs: np.ndarray,
                                 f"reference: {bad[0]}" + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""),
                                 hint="check for training-only layers, unsupported ops or a lower precision")
     return report
+
+
+def _ordered(outputs: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
+    return [outputs[n] for n in names]
 
 
 def _as_outputs(ref, names: list[str]) -> list[np.ndarray]:
@@ -126,12 +137,6 @@ def _as_outputs(ref, names: list[str]) -> list[np.ndarray]:
 
 def _compare_all(refs: list[np.ndarray], got: list[np.ndarray], names: list[str]) -> dict:
     return {n: compare(r, a, n) for n, r, a in zip(names, refs, got, strict=True)}
-
-
-def tile_batch(x: np.ndarray, n: int) -> np.ndarray:
-    """``n`` samples from ``x``, repeating it as needed (a batch of real data of any size)."""
-    reps = -(-n // len(x))
-    return np.ascontiguousarray(np.concatenate([x] * reps)[:n])
 
 
 def _gate_lines(stats: dict, precision: str, atol: float | None, min_agreement: float | None,

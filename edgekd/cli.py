@@ -46,7 +46,9 @@ def _configure_logging(args) -> None:
 
     handler = RichHandler(show_time=False, show_path=args.debug, markup=False, rich_tracebacks=False,
                           console=_stderr_console())
-    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+    # edgekd's own loggers at the chosen level; third-party libraries stay at warnings (no font-cache spam)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
+    logging.getLogger("edgekd").setLevel(level)
 
 
 def _stderr_console():
@@ -82,8 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         _stderr_console().print("interrupted")
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
-        from edgekd.deploy.errors import EdgekdError, ResourceError
+        from edgekd.commands._common import TRAIN_MODULES
+        from edgekd.deploy.errors import DependencyError, EdgekdError, ResourceError
 
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in TRAIN_MODULES:
+            exc = DependencyError(f"this command needs the Python package '{exc.name}', which is not installed",
+                                  hint="install the training extra: pip install 'edgekd[train,ort]'")
         if isinstance(exc, OSError) and exc.errno in (28, 27, 122):
             exc = ResourceError(f"{exc.strerror}: {exc.filename or ''}".strip(": "),
                                 hint="free disk space or choose another --out folder")

@@ -14,7 +14,6 @@ Every dataset yields ``(x, y, index)`` so the teacher-output cache can look samp
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,16 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.deploy.errors import InputFileError, UsageError
+from edgekd.deploy.registry import Registry
+from edgekd.deploy.runtime.preprocess import ImagePreprocessing
 
 log = logging.getLogger(__name__)
-_SOURCES: dict[str, Callable] = {}
-
-
-def register(name: str):
-    def deco(fn):
-        _SOURCES[name] = fn
-        return fn
-    return deco
+#: ``data.source`` schemes: ``name`` or ``name:argument`` → ``loader(cfg, seed, argument)``. Anything else of
+#: the form ``package.module:function`` is a user factory (code: see :mod:`edgekd.factories`).
+SOURCES: Registry = Registry("data.source")
 
 
 @dataclass
@@ -46,7 +42,7 @@ class DataSplits:
     num_classes: int
     input_shape: tuple[int, int, int]
     labels: list[str]
-    normalization: dict
+    preprocessing: ImagePreprocessing
     identity: str
     augmented: bool = False
     notes: list[str] = field(default_factory=list)
@@ -98,8 +94,8 @@ def _identity(*parts) -> str:
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16]
 
 
-@register("digits")
-def _digits(cfg, seed: int) -> DataSplits:
+@SOURCES.register("digits")
+def _digits(cfg, seed: int, arg: str = "") -> DataSplits:
     import torch
     from sklearn.datasets import load_digits
 
@@ -112,8 +108,10 @@ def _digits(cfg, seed: int) -> DataSplits:
     scale = 1.0 / 16.0
     mean = cfg.transforms.mean or [float((x[tr] * scale).mean())]
     std = cfg.transforms.std or [float((x[tr] * scale).std())]
-    norm = {"scale": scale, "mean": mean, "std": std}
-    xn = torch.from_numpy((x * scale - mean[0]) / std[0])
+    # The digits are 32×32 bitmaps counted in 4×4 blocks (0..16): a photo is resized by area ("box")
+    pre = ImagePreprocessing(8, 8, 1, tuple(mean), tuple(std), pixel_max=16.0, scale=scale, pixel_dtype="float32",
+                             channel_order="L", interpolation="box")
+    xn = torch.from_numpy(pre.apply(x))
     yt = torch.from_numpy(y)
     splits = [TensorSplit(xn[i], yt[i]) for i in (tr, va, te)]
     if cfg.augment:
@@ -121,10 +119,10 @@ def _digits(cfg, seed: int) -> DataSplits:
     ident = _identity("digits", len(y), hashlib.sha256(x.tobytes()).hexdigest()[:16], tr.tolist()[:50],
                       cfg.val_fraction, cfg.test_fraction, seed, mean, std)
     return DataSplits(splits[0], splits[0], splits[1], splits[2], 10, (1, 8, 8),
-                      [str(i) for i in range(10)], norm, ident, augmented=False)
+                      [str(i) for i in range(10)], pre, ident, augmented=False)
 
 
-def _image_transforms(cfg, channels: int, train: bool):
+def _image_transforms(cfg, mean, std, train: bool):
     from torchvision import transforms as T
 
     t = cfg.transforms
@@ -135,10 +133,40 @@ def _image_transforms(cfg, channels: int, train: bool):
         ops.append(T.RandomCrop(t.crop, padding=t.crop // 8) if train and cfg.augment else T.CenterCrop(t.crop))
     if train and cfg.augment and t.flip:
         ops.append(T.RandomHorizontalFlip())
-    mean = t.mean or [0.5] * channels
-    std = t.std or [0.5] * channels
-    ops += [T.ToTensor(), T.Normalize(mean, std)]
-    return T.Compose(ops), {"scale": 1.0 / 255.0, "mean": mean, "std": std}
+    ops += [T.ToTensor(), T.Normalize(list(mean), list(std))]
+    return T.Compose(ops)
+
+
+#: images read to estimate mean/std when the recipe gives none
+STATS_SAMPLES = 10_000
+
+
+def channel_stats(build: Callable, cfg, indices: np.ndarray, channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std of the *training* images (resized/cropped as for evaluation, scaled to [0, 1])."""
+    from torchvision import transforms as T
+
+    t = cfg.transforms
+    ops = ([T.Resize(t.resize if t.crop else (t.resize, t.resize))] if t.resize else []) + \
+          ([T.CenterCrop(t.crop)] if t.crop else []) + [T.ToTensor()]
+    ds = build(True, T.Compose(ops))
+    pick = indices if len(indices) <= STATS_SAMPLES else np.random.default_rng(0).choice(
+        indices, STATS_SAMPLES, replace=False)
+    s1, s2, n = np.zeros(channels), np.zeros(channels), 0
+    for i in pick:
+        x = np.asarray(ds[int(i)][0], dtype=np.float64).reshape(channels, -1)
+        s1 += x.sum(1)
+        s2 += (x * x).sum(1)
+        n += x.shape[1]
+    mean = s1 / n
+    std = np.sqrt(np.maximum(s2 / n - mean * mean, 1e-12))
+    return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
+
+
+def _image_contract(cfg, channels: int, size: tuple[int, int], mean, std) -> ImagePreprocessing:
+    t = cfg.transforms
+    return ImagePreprocessing(size[0], size[1], channels, tuple(mean), tuple(std),
+                              channel_order="L" if channels == 1 else "RGB",
+                              resize=t.resize, crop=t.crop)
 
 
 def _from_datasets(name: str, build: Callable, cfg, seed: int, has_test_split: bool) -> DataSplits:
@@ -146,23 +174,30 @@ def _from_datasets(name: str, build: Callable, cfg, seed: int, has_test_split: b
     probe = build(True, None)
     first = probe[0][0]
     channels = len(first.getbands()) if hasattr(first, "getbands") else int(np.shape(first)[0])
-    train_tf, norm = _image_transforms(cfg, channels, train=True)
-    eval_tf, _ = _image_transforms(cfg, channels, train=False)
-    full_train, full_eval = build(True, train_tf), build(True, eval_tf)
-    labels = np.asarray(_targets(full_eval))
+    labels = np.asarray(_targets(probe))
     if cfg.limit:
         labels = labels[:cfg.limit]
     test_frac = 0.0 if has_test_split else cfg.test_fraction
     tr, va, te = stratified_split(labels, cfg.val_fraction, test_frac, seed)
+    t = cfg.transforms
+    if t.mean and t.std:
+        mean, std = t.mean, t.std
+    else:
+        mean, std = channel_stats(build, cfg, tr, channels)
+        log.info("%s: mean %s, std %s computed from %d training images", name, mean, std, min(len(tr),
+                                                                                            STATS_SAMPLES))
+    eval_tf = _image_transforms(cfg, mean, std, False)
+    full_train, full_eval = build(True, _image_transforms(cfg, mean, std, True)), build(True, eval_tf)
+    x0 = full_eval[0][0]
+    pre = _image_contract(cfg, channels, tuple(int(d) for d in x0.shape[1:]), mean, std)
     test = Indexed(build(False, eval_tf)) if has_test_split else Indexed(full_eval, te)
     if has_test_split and cfg.limit:
         test = Indexed(test.base, np.arange(min(len(test.base), max(cfg.limit // 5, 1))))
-    classes = list(getattr(full_eval, "classes", None) or [str(i) for i in range(int(labels.max()) + 1)])
-    x0 = full_eval[0][0]
+    classes = list(getattr(probe, "classes", None) or [str(i) for i in range(int(labels.max()) + 1)])
     ident = _identity(name, cfg.root, len(labels), labels[:200].tolist(), cfg.val_fraction, test_frac, seed,
-                      norm, cfg.transforms)
+                      pre.to_dict(), cfg.transforms)
     return DataSplits(Indexed(full_train, tr), Indexed(full_eval, tr), Indexed(full_eval, va), test,
-                      len(classes), tuple(x0.shape), [str(c) for c in classes], norm, ident,
+                      len(classes), tuple(x0.shape), [str(c) for c in classes], pre, ident,
                       augmented=bool(cfg.augment))
 
 
@@ -173,7 +208,8 @@ def _targets(ds) -> list[int]:
     return [int(ds[i][1]) for i in range(len(ds))]
 
 
-def _torchvision(name: str, cfg, seed: int) -> DataSplits:
+@SOURCES.register("torchvision")
+def _torchvision(cfg, seed: int, name: str) -> DataSplits:
     import torchvision
 
     cls = getattr(torchvision.datasets, name, None)
@@ -204,9 +240,11 @@ def _torchvision(name: str, cfg, seed: int) -> DataSplits:
     return _from_datasets(name, build, cfg, seed, has_test_split=True)
 
 
-def _imagefolder(root: str | None, cfg, seed: int) -> DataSplits:
+@SOURCES.register("imagefolder")
+def _imagefolder(cfg, seed: int, root: str = "") -> DataSplits:
     import torchvision
 
+    root = root or cfg.root
     if not root or not Path(root).is_dir():
         raise InputFileError(f"image folder not found: {root}",
                              hint="point data.source at imagefolder:<dir> with one sub-folder per class")
@@ -222,12 +260,9 @@ def _imagefolder(root: str | None, cfg, seed: int) -> DataSplits:
 
 
 def _factory(spec: str, cfg, seed: int) -> DataSplits:
-    module_name, _, fn_name = spec.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module_name), fn_name)
-    except (ImportError, AttributeError) as exc:
-        raise UsageError(f"cannot load data factory '{spec}': {exc}") from None
-    result = fn(**cfg.kwargs)
+    from edgekd import factories
+
+    result = factories.resolve(spec, "data.source")(**cfg.kwargs)
     if isinstance(result, dict):
         return _from_dict(spec, result, cfg, seed)
     x0 = _first_tensor(spec, result)
@@ -237,9 +272,15 @@ def _factory(spec: str, cfg, seed: int) -> DataSplits:
     tr, va, te = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, seed)
     ident = _identity(spec, cfg.kwargs, len(labels), labels[:200].tolist(), seed)
     classes = list(getattr(result, "classes", None) or [str(i) for i in range(int(labels.max()) + 1)])
-    norm = {"scale": 1.0, "mean": [0.0] * x0.shape[0], "std": [1.0] * x0.shape[0]}
     return DataSplits(Indexed(result, tr), Indexed(result, tr), Indexed(result, va), Indexed(result, te),
-                      len(classes), tuple(x0.shape), [str(c) for c in classes], norm, ident)
+                      len(classes), tuple(x0.shape), [str(c) for c in classes], _factory_contract(x0), ident)
+
+
+def _factory_contract(x0) -> ImagePreprocessing:
+    """A factory's images are already the model's input: identity normalisation, no pixel range."""
+    c, h, w = (int(d) for d in x0.shape)
+    return ImagePreprocessing(h, w, c, (0.0,) * c, (1.0,) * c, pixel_max=None, pixel_min=None, scale=1.0,
+                              pixel_dtype="float32", channel_order="L" if c == 1 else "RGB")
 
 
 def _first_tensor(spec: str, dataset):
@@ -262,26 +303,26 @@ def _from_dict(spec: str, parts: dict, cfg, seed: int) -> DataSplits:
     x0 = _first_tensor(spec, parts["train"])
     labels = np.asarray(_targets(parts["train"]))
     classes = parts.get("classes") or [str(i) for i in range(int(labels.max()) + 1)]
-    norm = parts.get("normalization") or {"scale": 1.0, "mean": [0.0] * x0.shape[0], "std": [1.0] * x0.shape[0]}
+    pre = parts.get("preprocessing") or _factory_contract(x0)
+    if not isinstance(pre, ImagePreprocessing):
+        raise UsageError(f"data factory '{spec}': 'preprocessing' must be an ImagePreprocessing, got "
+                         f"{type(pre).__name__}", hint="from edgekd.deploy.runtime.preprocess import ImagePreprocessing")
     ident = _identity(spec, cfg.kwargs, len(labels), labels[:200].tolist(), seed)
     return DataSplits(Indexed(parts["train"]), Indexed(parts.get("train_eval", parts["train"])),
                       Indexed(parts["val"]), Indexed(parts["test"]), len(classes), tuple(x0.shape),
-                      [str(c) for c in classes], norm, ident, augmented=bool(cfg.augment))
+                      [str(c) for c in classes], pre, ident, augmented=bool(cfg.augment))
 
 
 def load_data(cfg, seed: int = 0) -> DataSplits:
     """Build the splits named by a recipe's ``data`` section."""
-    src = cfg.source
-    if src in _SOURCES:
-        return _SOURCES[src](cfg, seed)
-    if src.startswith("torchvision:"):
-        return _torchvision(src.split(":", 1)[1], cfg, seed)
-    if src == "imagefolder" or src.startswith("imagefolder:"):
-        return _imagefolder(src.split(":", 1)[1] if ":" in src else cfg.root, cfg, seed)
-    if ":" in src:
-        return _factory(src, cfg, seed)
-    raise UsageError(f"unknown data.source '{src}'",
-                     hint="use digits, torchvision:<Name>, imagefolder:<dir> or package.module:function")
+    scheme, colon, arg = cfg.source.partition(":")
+    if scheme in SOURCES:
+        return SOURCES.get(scheme)(cfg, seed, arg)
+    if colon:
+        return _factory(cfg.source, cfg, seed)
+    raise UsageError(f"unknown data.source {cfg.source!r}{SOURCES.suggest(scheme)}",
+                     hint=f"use {', '.join(SOURCES.names())} (with :<name> or :<dir> where they take one) or "
+                          "package.module:function")
 
 
 class TensorLoader:

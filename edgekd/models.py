@@ -15,27 +15,21 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import inspect
-from collections.abc import Callable
 
 from edgekd.deploy.errors import UsageError
+from edgekd.deploy.registry import Registry
 
-_REGISTRY: dict[str, Callable] = {}
-
-
-def register(name: str):
-    def deco(fn):
-        _REGISTRY[name] = fn
-        return fn
-    return deco
+MODELS: Registry = Registry("model")
+#: ``scheme:argument`` model sources → ``builder(argument, num_classes, in_channels, weights, **kwargs)``
+MODEL_SOURCES: Registry = Registry("model source")
 
 
 def available() -> list[str]:
-    return sorted(_REGISTRY) + ["torchvision:<name>", "package.module:function"]
+    return MODELS.names() + [f"{s}:<name>" for s in MODEL_SOURCES] + ["package.module:function"]
 
 
-@register("edgekd:cnn")
+@MODELS.register("edgekd:cnn")
 def cnn(num_classes: int, in_channels: int = 1, input_size: int = 8, channels=(32, 64, 128),
         hidden: int = 128, dropout: float = 0.0):
     """Conv-BN-ReLU blocks (a 2×2 max-pool after each but the first), then an MLP head.
@@ -60,6 +54,7 @@ def cnn(num_classes: int, in_channels: int = 1, input_size: int = 8, channels=(3
     return model
 
 
+@MODEL_SOURCES.register("torchvision")
 def _torchvision(name: str, num_classes: int, in_channels: int, weights: str | None = None, **kwargs):
     import torchvision
 
@@ -125,34 +120,26 @@ def _adapt_first_conv(model, in_channels: int, pretrained: bool = False) -> None
             return
 
 
-def _factory(spec: str) -> Callable:
-    module_name, _, fn_name = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"cannot import model factory module '{module_name}': {exc}",
-                         hint="install the package or add its folder to PYTHONPATH") from None
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise UsageError(f"'{spec}': module '{module_name}' has no callable '{fn_name}'")
-    return fn
-
-
 def create_model(name: str, num_classes: int, in_channels: int = 3, input_size: int = 32,
                  weights: str | None = None, **kwargs):
-    """Create a model by registered name, ``torchvision:<name>`` or ``package.module:function``."""
-    if name in _REGISTRY:
-        return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-                               **kwargs)
-    if name.startswith("torchvision:"):
-        return _torchvision(name.split(":", 1)[1], num_classes, in_channels, weights, **kwargs)
-    if ":" in name and not name.startswith("edgekd:"):
-        fn = _factory(name)
+    """Create a model by registered name (:data:`MODELS`), ``scheme:argument`` (:data:`MODEL_SOURCES`, e.g.
+    ``torchvision:resnet18``) or ``package.module:function`` (a user factory: code, see
+    :mod:`edgekd.factories`)."""
+    if name in MODELS:
+        return MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, input_size=input_size,
+                                **kwargs)
+    scheme, colon, arg = name.partition(":")
+    if scheme in MODEL_SOURCES:
+        return MODEL_SOURCES.get(scheme)(arg, num_classes, in_channels, weights, **kwargs)
+    if colon and scheme != "edgekd":
+        from edgekd import factories
+
+        fn = factories.resolve(name, "model")
         params = inspect.signature(fn).parameters
         extra = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels),
                                    ("input_size", input_size)) if k in params and k not in kwargs}
         return fn(**kwargs, **extra)
-    raise UsageError(f"unknown model '{name}'", hint=f"use one of {available()}")
+    raise UsageError(f"unknown model {name!r}{MODELS.suggest(name)}", hint=f"use one of {available()}")
 
 
 def count_params(model) -> int:

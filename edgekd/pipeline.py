@@ -1,15 +1,21 @@
-"""The pipeline: teacher → distill → export → quantize → benchmark → report (+ bundle).
+"""The pipeline: a list of stages, each taking the :class:`Context` and returning a typed artifact.
 
-``run_pipeline`` walks a list of stage functions; each takes the :class:`Context`, does one job, records
-what it made in ``ctx.results`` and returns. Only rank 0 writes files under torchrun.
+``run_pipeline`` plans which stages to run (all, a ``--stages`` subset, or what ``--resume`` still needs),
+refuses a plan whose inputs are missing *before anything in the run folder is touched*, then runs the
+stages in order and saves each one's record in the :class:`~edgekd.runfolder.RunFolder`. A later stage gets
+an earlier one's artifact from memory or, in a later invocation, from its saved record — so
+``edgekd run --stages benchmark,report --out FINISHED_RUN`` re-benchmarks a finished run on another machine.
+Only rank 0 writes files under torchrun.
 
 Example:
     >>> from edgekd.recipe import load_recipe
-    >>> results = run_pipeline(load_recipe("digits"), "runs/digits")  # doctest: +SKIP
+    >>> result = run_pipeline(load_recipe("digits"), "runs/digits")  # doctest: +SKIP
+    >>> result.artifacts["distill"].student.test_top1  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -19,12 +25,13 @@ from pathlib import Path
 import yaml
 
 from edgekd import __version__, distributed
-from edgekd.deploy.errors import UsageError
-from edgekd.deploy.fileio import write_json, write_text
-from edgekd.shipping import SCHEMA_VERSION, stage_benchmark, stage_report
+from edgekd.benchmarks.results import now_iso
+from edgekd.deploy.errors import InputFileError, ResumeError, UsageError
+from edgekd.deploy.fileio import sha256_file, write_text
+from edgekd.deploy.typed import DocumentError, from_json, to_json
+from edgekd.runfolder import RunFolder, StageRecord
 
 log = logging.getLogger(__name__)
-COMPLETE_MARK = "RUN_COMPLETE"
 
 
 class UI:
@@ -41,330 +48,288 @@ class UI:
 
         return Reporter()
 
+    def progress(self, name: str, total: int):
+        """A progress handle (``advance(n)``, ``close()``) for long loops outside training."""
+        return _NoProgress()
+
+
+class _NoProgress:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage: what it runs, what it returns, which stages and recipe sections it depends on."""
+
+    name: str
+    run: object  # Callable[[Context], artifact]
+    artifact: type
+    needs: tuple[str, ...] = ()
+    sections: tuple[str, ...] = ()
+    all_ranks: bool = False
+
 
 @dataclass
 class Context:
+    """What stages share: the recipe, the run folder, the UI, and the artifacts made or loaded so far."""
+
     recipe: object
-    out: Path
-    resume: bool = False
+    run: RunFolder
     ui: UI = field(default_factory=UI)
+    resume: bool = False
+    records: dict[str, StageRecord] = field(default_factory=dict)
+    artifacts: dict[str, object] = field(default_factory=dict)
+    models: dict[str, object] = field(default_factory=dict)
     splits: object = None
     device: object = None
-    models: dict = field(default_factory=dict)
-    onnx: dict = field(default_factory=dict)
-    results: dict = field(default_factory=dict)
-    timings: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
-    def path(self, *parts: str) -> Path:
-        return self.out.joinpath(*parts)
+    def artifact(self, stage: str):
+        """The artifact of an earlier stage (planning guarantees it is there)."""
+        if stage not in self.artifacts:
+            raise UsageError(f"stage '{stage}' has not run in {self.run.root}",
+                             hint=f"run it: edgekd run --stages {stage} --out {self.run.root}")
+        return self.artifacts[stage]
 
+    def model(self, name: str):
+        """A trained model by name (``teacher``, ``student``, ``baseline``): in memory, or rebuilt from its
+        weights in the run folder."""
+        if name not in self.models:
+            from edgekd.stages.train import load_trained
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("EDGEKD_CACHE_DIR") or Path.home() / ".cache" / "edgekd")
-
-
-# ------------------------------------------------------------------------------------------------ stages
-def stage_data(ctx: Context) -> None:
-    from edgekd.data import load_data
-    from edgekd.distill.trainer import resolve_device
-
-    r = ctx.recipe
-    ctx.device = resolve_device(r.train.device)
-    ctx.splits = s = load_data(r.data, r.seed)
-    ctx.ui.done("data", f"{r.data.source}: {len(s.train)} train / {len(s.val)} val / {len(s.test)} test, "
-                        f"input {s.input_shape}, {s.num_classes} classes, device {ctx.device}")
+            self.models[name] = load_trained(self, name)
+        return self.models[name]
 
 
-def _build(ctx: Context, spec) -> object:
-    """Create a model section's model (and load its ``checkpoint``), seeded so that its initial weights
-    do not depend on what ran before (a cache hit or a trained teacher)."""
-    from edgekd.distill.trainer import seed_everything
-    from edgekd.models import model_from_config
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`run_pipeline` returns: every artifact (made now or loaded) and which stages ran."""
 
-    seed_everything(ctx.recipe.seed)
-    return model_from_config(spec, ctx.splits.num_classes, ctx.splits.input_shape)
-
-
-def _make_loss(ctx: Context, student, teacher):
-    from edgekd.distill.losses import create_loss
-
-    r = ctx.recipe
-    return create_loss(r.distill.method, r.distill, label_smoothing=r.train.label_smoothing, student=student,
-                       teacher=teacher, input_shape=ctx.splits.input_shape, weights=r.teacher.weights_mix)
+    run: RunFolder
+    artifacts: dict
+    ran: tuple[str, ...]
+    complete: bool
 
 
-def _preflight(ctx: Context) -> None:
-    """Build every model, load checkpoints and build the loss before anything is written: a wrong model
-    name, checkpoint, input shape or feature-layer name fails here, not after hours of training and not
-    with half a folder."""
-    from edgekd.models import check_models_fit
+def pipeline() -> list[Stage]:
+    from edgekd.stages import STAGES
 
-    r = ctx.recipe
-    teacher = _build(ctx, r.teacher)
-    extra = [_build(ctx, spec) for spec in r.teacher.extra]
-    student = _build(ctx, r.student)
-    check_models_fit({"teacher": teacher, "student": student,
-                      **{f"teacher.extra[{i}]": m for i, m in enumerate(extra)}}, ctx.splits)
-    _make_loss(ctx, student, teacher)
-    ctx.models["teacher_init"] = teacher
-    ctx.models["extra_teachers"] = [m.to(ctx.device).eval() for m in extra]
+    return [STAGES.get(name) for name in STAGES]
 
 
-def _teacher_key(ctx: Context) -> str:
-    r = ctx.recipe
-    return f"{r.name}-{r.digest('teacher')}-{ctx.splits.identity}-s{r.seed}"
+# ------------------------------------------------------------------------------------------- planning
+def _expected_inputs(stage: Stage, recipe, records: dict[str, StageRecord]) -> dict[str, str]:
+    return {"recipe": recipe.digest(*stage.sections), **{n: records[n].digest for n in stage.needs if n in records}}
 
 
-def stage_teacher(ctx: Context) -> None:
-    from edgekd.checkpoint import load_weights, save_weights
-    from edgekd.distill.trainer import CEObjective, Trainer, evaluate
+def _files_intact(run: RunFolder, artifact) -> str | None:
+    """The first model file an artifact names that is missing or changed, or ``None``."""
+    from edgekd.artifacts import ModelFile
 
-    r = ctx.recipe
-    teacher = ctx.models.pop("teacher_init", None)
-    if teacher is None:  # (an nn.Module's truth value is its length for containers: compare with None)
-        teacher = _build(ctx, r.teacher)
-    cached = cache_dir() / "teachers" / f"{_teacher_key(ctx)}.safetensors"
-    if r.teacher.checkpoint:
-        source = f"checkpoint {r.teacher.checkpoint}"
-    elif cached.is_file():
-        load_weights(teacher, cached)
-        source = f"cache {cached}"
-    else:
-        ctx.ui.stage("teacher", f"training {r.teacher.model} (no checkpoint in the recipe; cached afterwards)")
-        trainer = Trainer(teacher, ctx.splits.train, ctx.splits.val, r.teacher.train,
-                          CEObjective(r.teacher.train.label_smoothing), name="teacher", seed=r.seed,
-                          **_loader_kwargs(ctx), checkpoint_dir=ctx.path("checkpoints", "teacher"),
-                          fingerprint=_fingerprint(ctx, "teacher"), reporter=ctx.ui.reporter("teacher"))
-        trainer.fit(resume=ctx.resume and ctx.path("checkpoints", "teacher", "last.pt").is_file())
-        teacher = trainer.model
-        if distributed.is_main():
-            save_weights(_unwrap(teacher), cached)
-        source = "trained now"
-    teacher = _unwrap(teacher).to(ctx.device).eval()
-    ctx.models["teacher"] = teacher
-    ctx.results["teacher_source"] = source
-    ctx.results["teacher_test_top1"] = evaluate(teacher, ctx.splits.test, r.data.eval_batch_size, ctx.device)
-    if distributed.is_main():
-        save_weights(teacher, ctx.path("weights", "teacher.safetensors"))
-    ctx.ui.done("teacher", f"{source}; test top-1 {ctx.results['teacher_test_top1']:.2%}")
+    for item in _walk(artifact):
+        if isinstance(item, ModelFile):
+            path = run.path(item.path)
+            if not path.is_file():
+                return f"{item.path} is missing"
+            if sha256_file(path) != item.sha256:
+                return f"{item.path} changed since it was made"
+    return None
 
 
-def _unwrap(model):
-    return getattr(model, "module", model)
+def _walk(obj):
+    yield obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            yield from _walk(getattr(obj, f.name))
+    elif isinstance(obj, list | tuple):
+        for item in obj:
+            yield from _walk(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _walk(item)
 
 
-def _loader_kwargs(ctx: Context) -> dict:
-    d = ctx.recipe.data
-    return {"batch_size": d.batch_size, "eval_batch_size": d.eval_batch_size, "workers": d.workers,
-            "device": ctx.device, "pin_memory": d.pin_memory}
+def load_fresh(run: RunFolder, recipe, stages: list[Stage]) -> tuple[dict, dict, dict[str, str]]:
+    """Saved records that are still valid for ``recipe``: ``(records, artifacts, why others are stale)``.
+
+    A record is fresh when its recipe sections and the records of the stages it needs are unchanged, and
+    every model file it names still has its SHA-256.
+    """
+    records, artifacts, stale = {}, {}, {}
+    for stage in stages:
+        try:
+            record = run.load_record(stage.name)
+        except (InputFileError, DocumentError) as exc:
+            stale[stage.name] = exc.message
+            continue
+        if record is None:
+            continue
+        missing = [n for n in stage.needs if n not in records]
+        if missing:
+            stale[stage.name] = f"it needs {missing}, which are not valid"
+            continue
+        if record.inputs != _expected_inputs(stage, recipe, records):
+            stale[stage.name] = _why_changed(stage, record, recipe, records)
+            continue
+        try:
+            artifact = from_json(stage.artifact, record.artifact, str(run.record_path(stage.name)))
+        except DocumentError as exc:
+            stale[stage.name] = exc.message
+            continue
+        broken = _files_intact(run, artifact)
+        if broken:
+            stale[stage.name] = broken
+            continue
+        records[stage.name], artifacts[stage.name] = record, artifact
+    return records, artifacts, stale
 
 
-def _fingerprint(ctx: Context, name: str) -> dict:
-    r = ctx.recipe
-    fp = {"data": ctx.splits.identity, "seed": r.seed, "train": r.digest("train" if name != "teacher"
-                                                                      else "teacher")}
-    if name != "teacher":
-        fp["student"] = r.digest("student")
-        fp["teacher"] = _teacher_key(ctx)
-    if name == "student":
-        fp["distill"] = r.digest("distill")
-    return fp
+def _why_changed(stage: Stage, record: StageRecord, recipe, records: dict) -> str:
+    if record.inputs.get("recipe") != recipe.digest(*stage.sections):
+        return f"the recipe's {'/'.join(stage.sections)} section(s) changed since it ran"
+    changed = [n for n in stage.needs if record.inputs.get(n) != records[n].digest]
+    return f"stage(s) {changed} ran again since"
 
 
-def _teacher_source(ctx: Context):
-    from edgekd.distill.cache import make_teacher_source
-    from edgekd.distill.losses import LOSSES
-
-    r, s = ctx.recipe, ctx.splits
-    return make_teacher_source(
-        [ctx.models["teacher"]] + ctx.models.get("extra_teachers", []), s.train_eval, cache=r.distill.cache,
-        augmented=s.augmented, needs_features=getattr(LOSSES[r.distill.method], "uses_features", False),
-        batch_size=r.data.eval_batch_size, device=ctx.device, workers=r.data.workers,
-        disk_path=ctx.path("cache", "teacher_logits.npy"), num_classes=s.num_classes)
+def _invalidated(stages: list[Stage], todo) -> set[str]:
+    """``todo`` and every stage downstream of it (their records go stale when ``todo`` runs)."""
+    out: set[str] = set()
+    for stage in stages:
+        if stage.name in todo or any(n in out for n in stage.needs):
+            out.add(stage.name)
+    return out
 
 
-def _train_student(ctx: Context, name: str, model, objective) -> object:
-    from edgekd.checkpoint import save_weights
-    from edgekd.distill.trainer import Trainer, evaluate
-
-    r = ctx.recipe
-    trainer = Trainer(model, ctx.splits.train, ctx.splits.val, r.train, objective, name=name, seed=r.seed,
-                      **_loader_kwargs(ctx), checkpoint_dir=ctx.path("checkpoints", name),
-                      fingerprint=_fingerprint(ctx, name), reporter=ctx.ui.reporter(name))
-    fit = trainer.fit(resume=ctx.resume and ctx.path("checkpoints", name, "last.pt").is_file())
-    model = _unwrap(trainer.model).eval()
-    ctx.models[name] = model
-    top1 = evaluate(model, ctx.splits.test, r.data.eval_batch_size, ctx.device)
-    ctx.results[f"{name}_fit"] = {"best_val_top1": fit.best_val_top1, "best_epoch": fit.best_epoch,
-                                  "epochs_run": fit.epochs_run, "stopped_early": fit.stopped_early,
-                                  "resumed_from_epoch": fit.resumed_from_epoch}
-    if distributed.is_main():
-        save_weights(model, ctx.path("weights", f"{name}.safetensors"))
-    return top1
+def _blockers(stages: list[Stage], todo, fresh: dict, stale: dict) -> dict[tuple[str, str], str]:
+    by_name, invalid = {s.name: s for s in stages}, _invalidated(stages, todo)
+    problems = {}
+    for name in todo:
+        for need in by_name[name].needs:
+            if need in todo:
+                continue
+            if need not in fresh:
+                problems[name, need] = stale.get(need, "it has not run in this folder")
+            elif need in invalid:
+                problems[name, need] = "the stages run now would make it stale"
+    return problems
 
 
-def stage_distill(ctx: Context) -> None:
-    from edgekd.distill.trainer import CEObjective, DistillObjective
-
-    r = ctx.recipe
-    source = _teacher_source(ctx)
-    ctx.ui.stage("distill", f"{r.distill.method} (T={r.distill.temperature}, alpha={r.distill.alpha}), "
-                            f"teacher outputs: {source.kind}")
-    student = _build(ctx, r.student)
-    loss = _make_loss(ctx, student, ctx.models["teacher"])
-    student_top1 = _train_student(ctx, "student", student, DistillObjective(loss, source))
-    baseline_top1 = None
-    if r.distill.baseline:
-        ctx.ui.stage("distill", "baseline: the same student from scratch, same budget and seed")
-        baseline_top1 = _train_student(ctx, "baseline", _build(ctx, r.student),
-                                       CEObjective(r.train.label_smoothing))
-    ctx.results["distillation"] = {
-        "method": r.distill.method, "temperature": r.distill.temperature, "alpha": r.distill.alpha,
-        "teacher_outputs": source.kind, "teacher_top1": ctx.results["teacher_test_top1"],
-        "student_top1": student_top1, "baseline_top1": baseline_top1,
-        "gain": None if baseline_top1 is None else student_top1 - baseline_top1}
-    gain = "" if baseline_top1 is None else f", baseline {baseline_top1:.2%} (gain {student_top1 - baseline_top1:+.2%})"
-    ctx.ui.done("distill", f"student test top-1 {student_top1:.2%}{gain}")
+def plan(stages: list[Stage], wanted: list[str], fresh: dict, stale: dict, resume: bool) -> list[str]:
+    """The stages to run, in order; refuses (``UsageError``) a subset whose needed inputs are missing or
+    would go stale, naming them and the smallest subset that works."""
+    names = [s.name for s in stages]
+    todo = [n for n in names if n in wanted and not (resume and n in fresh)]
+    problems = _blockers(stages, todo, fresh, stale)
+    if problems:
+        fix = set(todo)
+        while blockers := _blockers(stages, fix, fresh, stale):
+            fix |= {need for _, need in blockers}
+        text = "; ".join(f"stage '{n}' needs '{need}' ({why})" for (n, need), why in problems.items())
+        raise UsageError(f"cannot run this stage subset: {text}",
+                         hint=f"run --stages {','.join(n for n in names if n in fix)} (or the whole pipeline); "
+                              "nothing was changed")
+    return todo
 
 
-def stage_export(ctx: Context) -> None:
-    import torch
+# ------------------------------------------------------------------------------------------- running
+def run_pipeline(recipe, out: str | os.PathLike, *, stages=None, resume: bool = False, ui: UI | None = None
+                 ) -> RunResult:
+    """Run ``stages`` (default: all) of the pipeline for ``recipe`` into folder ``out``.
 
-    from edgekd.data import to_numpy
-    from edgekd.deploy.export import export_metadata, export_verified
-    from edgekd.deploy.fileio import sha256_file
-
-    r, s = ctx.recipe, ctx.splits
-    x_test, _ = to_numpy(s.test, limit=256)
-    ctx.results["export"] = {"opset": r.export.opset, "exporter": r.export.exporter}
-    for name in ("student", "teacher"):
-        model = ctx.models[name].cpu().eval()
-        meta = export_metadata(__version__, source_sha256=sha256_file(ctx.path("weights", f"{name}.safetensors")),
-                               normalization=s.normalization, labels=s.labels, role=name)
-        path, parity = export_verified(model, torch.from_numpy(x_test[:1]), ctx.path("onnx", f"{name}.onnx"),
-                                       x_test, atol=r.export.atol, opset=r.export.opset, metadata=meta,
-                                       exporter=r.export.exporter, simplify=r.export.simplify)
-        ctx.onnx[name] = path
-        ctx.results["export"][name] = parity.to_dict()
-        ctx.models[name].to(ctx.device)
-        ctx.ui.done("export", f"{path.name}: " + "; ".join(parity.lines))
-    ctx.results["export"].update(max_abs_diff=ctx.results["export"]["student"]["max_abs_diff"],
-                                 top1_agreement=ctx.results["export"]["student"]["top1_agreement"])
-
-
-def stage_quantize(ctx: Context) -> None:
-    """Accuracy-aware static INT8: calibrated on training images, judged on validation (never test)."""
-    from edgekd.data import to_numpy
-    from edgekd.deploy.accuracy_aware import accuracy_aware_quantize
-
-    r, q = ctx.recipe, ctx.recipe.quantize
-    if not q.enabled:
-        ctx.ui.done("quantize", "skipped (quantize.enabled is false)")
-        return
-    calib, _ = to_numpy(ctx.splits.train_eval, limit=q.calib_samples)
-    val_x, val_y = to_numpy(ctx.splits.val)
-    result = accuracy_aware_quantize(ctx.onnx["student"], ctx.path("onnx", "student-int8.onnx"), calib, val_x,
-                                     val_y, tolerance=r.bundle.tolerance, method=q.calibration, preset=q.preset)
-    ctx.results["quantize"] = result.to_dict()
-    for line in result.lines:
-        ctx.ui.stage("quantize", line)
-    if result.decision == "int8":
-        ctx.onnx["student-int8"] = Path(result.path)
-        preset = result.quantize.preset if result.quantize else q.preset
-        ctx.ui.done("quantize", f"static INT8 (QDQ, per-channel, {q.calibration}, preset {preset}) from "
-                                f"{len(calib)} training images; validation top-1 {result.final_top1:.2%} "
-                                f"vs FP32 {result.float_top1:.2%}")
-    else:
-        ctx.ui.done("quantize", f"INT8 missed the {r.bundle.tolerance:.2%} tolerance on validation even with "
-                                "sensitive nodes kept in float: no INT8 artifact, FP32 ships")
-
-
-STAGES = [("data", stage_data), ("teacher", stage_teacher), ("distill", stage_distill),
-          ("export", stage_export), ("quantize", stage_quantize), ("benchmark", stage_benchmark),
-          ("report", stage_report)]
-DISTILL_STAGES = ("data", "teacher", "distill")
-
-
-def run_pipeline(recipe, out: str | os.PathLike, *, stages=None, resume: bool = False, ui: UI | None = None) -> dict:
-    """Run ``stages`` (default: all) of the pipeline for ``recipe`` into folder ``out``."""
-    names = [n for n, _ in STAGES]
-    wanted = list(stages or names)
+    With ``resume``, stages whose saved records are still valid are skipped and training continues from
+    its last checkpoint.
+    """
+    all_stages = pipeline()
+    names = [s.name for s in all_stages]
+    wanted = list(dict.fromkeys(stages or names))
     unknown = [s for s in wanted if s not in names]
     if unknown:
         raise UsageError(f"unknown stage(s) {unknown}", hint=f"stages are {names}")
-    ctx = Context(recipe, Path(out), resume=resume, ui=ui or UI())
-    if ctx.out.exists() and not ctx.out.is_dir():
-        raise UsageError(f"--out {ctx.out} is a file, expected a folder", hint="choose another --out path")
+    run = RunFolder(out)
+    _check_out(run)
+    records, artifacts, stale = load_fresh(run, recipe, all_stages) if run.root.is_dir() else ({}, {}, {})
     if resume:
-        _check_resumable(ctx)
+        _check_resumable(run, recipe, records, stale)
+    todo = plan(all_stages, wanted, records, stale, resume)
+    ctx = Context(recipe, run, ui=ui or UI(), resume=resume, records=records, artifacts=artifacts)
     distributed.init()
-    stage_data(ctx)
-    _preflight(ctx)
+    from edgekd.stages.train import prepare
+
+    prepare(ctx, todo)  # data loaded, models built and checked: still nothing written
+    todo = plan(all_stages, wanted, ctx.records, stale, resume)  # the data record may have changed
     _prepare_out(ctx)
-    for name, fn in STAGES:
-        if name not in wanted or name == "data":
-            continue
-        if not distributed.is_main() and name not in DISTILL_STAGES:
+    ran = []
+    for stage in (s for s in all_stages if s.name in todo):
+        if not distributed.is_main() and not stage.all_ranks:
             continue
         t0 = time.perf_counter()
-        fn(ctx)
-        ctx.timings[name] = round(time.perf_counter() - t0, 3)
-    if distributed.is_main() and "report" not in wanted and "distillation" in ctx.results:
-        write_json(ctx.path("results.json"), _partial_results(ctx))
-    if distributed.is_main():
-        write_text(ctx.path(COMPLETE_MARK), f"edgekd {__version__} completed stages {wanted}\n")
+        artifact = stage.run(ctx)
+        ctx.timings[stage.name] = round(time.perf_counter() - t0, 3)
+        _record(ctx, stage, artifact)
+        ran.append(stage.name)
+    complete = _finish(ctx, all_stages)
     distributed.barrier()
-    return ctx.results
+    return RunResult(run, ctx.artifacts, tuple(ran), complete)
 
 
-def _partial_results(ctx: Context) -> dict:
-    """results.json of a run without the benchmark/report stages (e.g. ``edgekd distill``)."""
-    import torch
-
-    from edgekd.benchmarks.fingerprint import fingerprint
-
-    device = {**fingerprint(), "torch": torch.__version__, "world_size": distributed.world_size()}
-    return {"schema_version": SCHEMA_VERSION, "edgekd_version": __version__, "recipe": ctx.recipe.to_dict(),
-            "device": device, "artifacts": [], "distillation": ctx.results["distillation"], "export": None,
-            "training": {k: v for k, v in ctx.results.items() if k.endswith("_fit")},
-            "teacher_source": ctx.results.get("teacher_source"), "timings_s": ctx.timings}
-
-
-TRAINING_SECTIONS = ("seed", "data", "teacher", "student", "distill", "train")
+def _record(ctx: Context, stage: Stage, artifact) -> None:
+    """Keep ``artifact`` and save its record (rank 0); later records that depended on the old one are stale."""
+    record = StageRecord(stage.name, __version__, now_iso(), _expected_inputs(stage, ctx.recipe, ctx.records),
+                         to_json(artifact))
+    ctx.artifacts[stage.name], ctx.records[stage.name] = artifact, record
+    for later in [s for s in pipeline() if stage.name in s.needs]:
+        if later.name in ctx.records and ctx.records[later.name].inputs.get(stage.name) != record.digest:
+            ctx.records.pop(later.name)
+            ctx.artifacts.pop(later.name, None)
+    if distributed.is_main():
+        ctx.run.save_record(record)
 
 
-def _prepare_out(ctx: Context) -> None:
+def _finish(ctx: Context, stages: list[Stage]) -> bool:
+    """``RUN_COMPLETE`` only when every stage's record is present and fresh."""
     if not distributed.is_main():
-        return
-    ctx.out.mkdir(parents=True, exist_ok=True)
-    mark = ctx.path(COMPLETE_MARK)
-    if mark.exists():
-        mark.unlink()
-    write_text(ctx.path("recipe.yaml"), yaml.safe_dump(ctx.recipe.to_dict(), sort_keys=False))
-    s = ctx.splits
-    write_json(ctx.path("data.json"), {"input_shape": list(s.input_shape), "num_classes": s.num_classes,
-                                       "labels": s.labels, "normalization": s.normalization,
-                                       "identity": s.identity, "source": ctx.recipe.data.source})
+        return False
+    complete = all(s.name in ctx.records for s in stages)
+    if complete:
+        done = ", ".join(f"{k} {v:.1f}s" for k, v in ctx.timings.items())
+        write_text(ctx.run.complete, f"edgekd {__version__}: every stage complete ({done or 'nothing re-run'})\n")
+    return complete
 
 
-def _check_resumable(ctx: Context) -> None:
-    """``--resume`` needs a run folder with checkpoints made by the same recipe (training sections)."""
-    from edgekd.deploy.errors import ResumeError
+def _check_out(run: RunFolder) -> None:
+    """``--out`` must be a new/empty folder or an edgekd run folder (never replace what edgekd did not make)."""
+    root = run.root
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"--out {root} is a file, expected a folder", hint="choose another --out path")
+    if root.is_dir() and any(root.iterdir()) and not run.exists():
+        raise UsageError(f"--out {root} already holds files that are not an edgekd run; refusing to write there",
+                         hint="choose a new or empty folder (edgekd only writes into its own run folders)")
 
-    saved_path = ctx.path("recipe.yaml")
-    if not saved_path.is_file() or not any(ctx.path("checkpoints").glob("*/last.pt")):
-        raise ResumeError(f"--resume: {ctx.out} holds no interrupted run (no recipe.yaml or checkpoints)",
+
+def _check_resumable(run: RunFolder, recipe, records: dict, stale: dict) -> None:
+    """``--resume`` continues a run that started with the same recipe; it says what it found."""
+    if not run.exists():
+        raise ResumeError(f"--resume: {run.root} holds no run to continue (no recipe.yaml)",
                           hint="run without --resume to start, or point --out at the interrupted run")
     try:
-        saved = yaml.safe_load(saved_path.read_text()) or {}
+        saved = yaml.safe_load(run.recipe.read_text()) or {}
     except yaml.YAMLError:
-        raise ResumeError(f"--resume: {saved_path} is corrupt", hint="start a new run") from None
-    now = ctx.recipe.to_dict()
+        raise ResumeError(f"--resume: {run.recipe} is corrupt", hint="start a new run") from None
+    now = recipe.to_dict()
     diffs = [f"{k}: {a!r} → {b!r}" for k, a, b in _flat_diff({s: saved.get(s) for s in TRAINING_SECTIONS},
                                                             {s: now.get(s) for s in TRAINING_SECTIONS})]
     if diffs:
         raise ResumeError(f"--resume refused: the recipe changed since the run started: {'; '.join(diffs[:5])}",
                           hint="resume with the same recipe and --set values, or use a new --out folder")
+    found = [n for n in records] + [f"checkpoint {p.parent.name}" for p in run.root.glob("checkpoints/*/last.pt")]
+    log.info("--resume: %s holds %s", run.root, ", ".join(found) or "a recipe only (starting the stages)")
+
+
+TRAINING_SECTIONS = ("seed", "data", "teacher", "student", "distill", "train")
 
 
 def _flat_diff(a, b, prefix: str = ""):
@@ -373,3 +338,18 @@ def _flat_diff(a, b, prefix: str = ""):
             yield from _flat_diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
     elif a != b:
         yield prefix, a, b
+
+
+def _prepare_out(ctx: Context) -> None:
+    if not distributed.is_main():
+        return
+    run = ctx.run
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.complete.unlink(missing_ok=True)
+    text = yaml.safe_dump(ctx.recipe.to_dict(), sort_keys=False)
+    if not run.recipe.is_file() or run.recipe.read_text() != text:
+        write_text(run.recipe, text)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGEKD_CACHE_DIR") or Path.home() / ".cache" / "edgekd")

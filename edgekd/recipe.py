@@ -31,6 +31,21 @@ def _choices(*values: str, default: str) -> Any:
     return field(default=default, metadata={"choices": values})
 
 
+def _registered(registry: str, default: Any, extra: tuple[str, ...] = ()) -> Any:
+    """A key whose values are a registry's names (``"module:attribute"``, a torch-free module), plus ``extra``."""
+    factory = list if isinstance(default, list) else None
+    kwargs = {"default_factory": lambda: list(default)} if factory else {"default": default}
+    return field(metadata={"registry": registry, "extra": extra}, **kwargs)
+
+
+def registry_names(path: str) -> list[str]:
+    """The names of the registry at ``"module:attribute"``."""
+    import importlib
+
+    module, _, attr = path.partition(":")
+    return list(getattr(importlib.import_module(module), attr))
+
+
 def _range(default: Any, lo: float | None = None, hi: float | None = None) -> Any:
     return field(default=default, metadata={"min": lo, "max": hi})
 
@@ -97,7 +112,7 @@ class TeacherConfig(ModelConfig):
 
 @dataclass
 class DistillConfig:
-    method: str = _choices("kd", "dkd", "fitnet", "at", "multi", default="kd")
+    method: str = _registered("edgekd.distill:LOSSES", "kd")
     temperature: float = _range(4.0, 1e-3, 100.0)
     alpha: float = _range(0.9, 0.0, 1.0)
     beta: float = _range(8.0, 0.0, 1000.0)
@@ -110,8 +125,9 @@ class DistillConfig:
 
 @dataclass
 class ExportConfig:
-    opset: int = _range(17, 11, 23)
-    exporter: str = _choices("torchscript", "dynamo", default="torchscript")
+    opset: int = _range(18, 11, 23)
+    exporter: str = _registered("edgekd.deploy.export:EXPORTERS", "dynamo")
+    fallback: str | None = _registered("edgekd.deploy.export:EXPORTERS", "torchscript")
     atol: float = _range(1e-4, 0.0, 1.0)
     simplify: bool = False
 
@@ -119,11 +135,10 @@ class ExportConfig:
 @dataclass
 class QuantizeConfig:
     enabled: bool = True
+    modes: list[str] = _registered("edgekd.stages.quantize:QUANTIZERS", ["static", "dynamic", "fp16"])
     calibration: str = _choices("minmax", "entropy", "percentile", default="minmax")
     calib_samples: int = _range(256, 1, 1_000_000)
-    preset: str = _choices("auto", "x86", "x86-vnni", "arm64", "tensorrt", default="auto")
-    fp16: bool = False
-    dynamic: bool = False
+    preset: str = _registered("edgekd.deploy.quantize:PRESETS", "auto", extra=("auto",))
 
 
 @dataclass
@@ -133,6 +148,7 @@ class BenchConfig:
     min_runs: int = _range(200, 1, None)
     min_time_s: float = _range(2.0, 0.0, 3600.0)
     throughput_batch: int = _range(64, 1, None)
+    rounds: int = _range(5, 1, 100)
     threads: int | None = None
     providers: list[str] = field(default_factory=lambda: ["cpu"])
 
@@ -219,6 +235,12 @@ def _convert(value: Any, hint: Any, path: str, problems: list[str]) -> Any:
     return value
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    """A value quoted in an error message, truncated (recipes can hold huge values)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 def _build(cls, data: dict, prefix: str, problems: list[str]):
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -237,8 +259,14 @@ def _build(cls, data: dict, prefix: str, problems: list[str]):
         if len(problems) > before:
             kwargs[key] = converted
             continue
-        if "choices" in meta and converted not in meta["choices"]:
-            problems.append(f"{path}: '{converted}' is not one of {list(meta['choices'])}")
+        choices = meta.get("choices") or (registry_names(meta["registry"]) + list(meta["extra"])
+                                          if "registry" in meta else None)
+        values = converted if isinstance(converted, list) else [converted]
+        for value in values:
+            if choices is not None and value is not None and value not in choices:
+                close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
+                problems.append(f"{path}: {_short(value)} is not one of {choices}"
+                                + (f" (did you mean '{close[0]}'?)" if close else ""))
         if isinstance(converted, (int, float)) and not isinstance(converted, bool):
             lo, hi = meta.get("min"), meta.get("max")
             if (lo is not None and converted < lo) or (hi is not None and converted > hi):

@@ -1,38 +1,43 @@
-"""Reports from results files: the run's ``report.md`` + ``pareto.png``, and ``edgekd report``'s merge.
+"""Reports from results documents: a run's ``report.md`` + ``pareto.png``, and ``edgekd report``'s merge of
+several devices into a report that says what to ship where.
 
-The results format (schema_version 1) is documented in ``docs/benchmarking.md``. Tables are built once
-as :class:`Table` objects and rendered to Markdown or HTML, so both reports say the same thing. Every
-file is written atomically (:mod:`deploy.fileio`); plots are drawn by :mod:`benchmarks.plots`.
+Every table is built once as a :class:`Table` and rendered to Markdown, HTML or the terminal (rich), so all
+three say the same thing. Figures: accuracy in %, differences in pp, speedups against the teacher *in the same
+runtime* (student ONNX vs teacher ONNX) with the speedup over the PyTorch teacher in its own column, ⚠ on
+latencies too noisy to trust. User-controlled text (names, labels, device strings) is escaped for the format
+it is written into. Files are written atomically; plots are drawn by :mod:`edgekd.benchmarks.plots`.
 
 Example:
-    >>> paths = write_run_report(results, Path("runs/digits"))  # doctest: +SKIP
-    >>> paths["report"], paths["pareto"]  # doctest: +SKIP
+    >>> paths = write_run_report(doc, Path("runs/digits"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
-import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgekd.benchmarks.fingerprint import device_label
-from edgekd.benchmarks.results import SCHEMA_VERSION
-from edgekd.deploy.errors import DependencyError, InputFileError
+from edgekd.benchmarks.results import BundleChoice, ResultRow, ResultsDocument, load_results, versus_teacher
+from edgekd.deploy.errors import DependencyError
 from edgekd.deploy.fileio import write_text
 
 log = logging.getLogger(__name__)
+__all__ = ["Table", "artifact_table", "load_results", "merge_reports", "write_run_report"]
 
-ARTIFACT_HEADERS = ["artifact", "role", "format", "precision", "batch", "top-1", "p50 ms", "p90 ms", "p99 ms",
-                    "throughput /s", "size", "params", "speedup", "size ratio", "acc delta"]
+
+# ---------------------------------------------------------------------------------------------- tables
+def md_escape(text: str) -> str:
+    """Text a user controls, made inert in Markdown: no table cells, links, images, HTML or emphasis."""
+    text = str(text).replace("\\", "\\\\").replace("\n", " ").replace("\r", " ")
+    return re.sub(r"([|`*_\[\]<>!#~])", r"\\\1", text)
 
 
 @dataclass
 class Table:
-    """A titled table rendered to Markdown or HTML."""
+    """A titled table. Cells and notes are plain text; ``**bold**`` in notes is the only markup."""
 
     title: str
     headers: list[str]
@@ -40,14 +45,13 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
     def markdown(self, level: int = 2) -> str:
-        lines = [f"{'#' * level} {self.title}", ""]
+        lines = [f"{'#' * level} {md_escape(self.title)}", ""]
         if self.rows:
             lines += ["| " + " | ".join(self.headers) + " |", "|" + "---|" * len(self.headers)]
-            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in self.rows]
+            lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in self.rows]
+            lines.append("")
         for note in self.notes:
-            lines += [""] if lines[-1] else []
-            lines += [note, ""]
-        lines += [""] if lines[-1] else []
+            lines += [_md_note(note), ""]
         return "\n".join(lines)
 
     def html(self, level: int = 2) -> str:
@@ -57,26 +61,45 @@ class Table:
                        + "</tr></thead><tbody>")
             out += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self.rows]
             out.append("</tbody></table>")
-        out += [f"<p>{html.escape(n)}</p>" for n in self.notes]
+        out += [f"<p>{_html_note(n)}</p>" for n in self.notes]
         return "\n".join(out)
 
+    def rich(self):
+        from rich.markup import escape
+        from rich.table import Table as RichTable
 
-# ---------------------------------------------------------------- formatting
+        table = RichTable(title=self.title, title_justify="left")
+        for i, h in enumerate(self.headers):
+            table.add_column(h, justify="left" if i == 0 else "right")
+        for row in self.rows:
+            table.add_row(*(escape(c) for c in row))
+        return table
 
 
+def _md_note(note: str) -> str:
+    parts = note.split("**")
+    return "".join(md_escape(p) if i % 2 == 0 else f"**{md_escape(p)}**" for i, p in enumerate(parts))
+
+
+def _html_note(note: str) -> str:
+    parts = note.split("**")
+    return "".join(html.escape(p) if i % 2 == 0 else f"<strong>{html.escape(p)}</strong>" for i, p in enumerate(parts))
+
+
+# ---------------------------------------------------------------------------------------------- formatting
 def fmt_pct(x) -> str:
     return "–" if x is None else f"{100.0 * float(x):.2f}%"
 
 
-def fmt_ms(x) -> str:
-    return "–" if x is None else f"{float(x):.4g}"
-
-
-def fmt_delta_pp(x) -> str:
+def fmt_pp(x) -> str:
     if x is None:
         return "–"
     pp = round(100.0 * float(x), 2)
     return f"{pp if pp else 0.0:+.2f} pp"  # float noise must not print as "-0.00"
+
+
+def fmt_ms(x) -> str:
+    return "–" if x is None else f"{float(x):.4g}"
 
 
 def fmt_ratio(x) -> str:
@@ -98,297 +121,275 @@ def fmt_int(n) -> str:
     return "–" if n is None else f"{int(n):,}"
 
 
-# ---------------------------------------------------------------- comparisons
+# ---------------------------------------------------------------------------------------------- artifacts
+COLUMNS = {
+    "artifact": lambda r, c, mark: r.name + mark,
+    "source": lambda r, c, mark: r.extra.get("source", "–"),
+    "role": lambda r, c, mark: r.role or "–",
+    "precision": lambda r, c, mark: r.precision + (f" ({r.variant})" if r.variant not in (None, "export",
+                                                                                          r.precision) else ""),
+    "runtime": lambda r, c, mark: r.runtime or r.format,
+    "threads": lambda r, c, mark: str(r.threads) if r.threads else "default",
+    "batch": lambda r, c, mark: str(r.batch),
+    "top-1": lambda r, c, mark: fmt_pct(r.top1),
+    "val top-1": lambda r, c, mark: fmt_pct(r.val_top1),
+    "Δ top-1 vs teacher": lambda r, c, mark: fmt_pp(c.top1_delta),
+    "p50 ms": lambda r, c, mark: f"failed: {r.error}" if r.error else fmt_ms(r.p50) + (" ⚠" if r.noisy else ""),
+    "p99 ms": lambda r, c, mark: fmt_ms(r.latency.p99 if r.latency else None),
+    "samples/s": lambda r, c, mark: fmt_int(round(r.throughput_sps)) if r.throughput_sps else "–",
+    "size": lambda r, c, mark: fmt_size(r.size_bytes),
+    "params": lambda r, c, mark: fmt_int(r.params),
+    "speedup (same runtime)": lambda r, c, mark: fmt_ratio(c.speedup),
+    "vs teacher PyTorch": lambda r, c, mark: fmt_ratio(c.cross_speedup),
+    "size vs teacher": lambda r, c, mark: fmt_ratio(c.size_ratio),
+}
+FULL = ["artifact", "role", "precision", "runtime", "batch", "top-1", "val top-1", "Δ top-1 vs teacher", "p50 ms",
+        "p99 ms", "samples/s", "size", "params", "speedup (same runtime)", "vs teacher PyTorch", "size vs teacher"]
+TERMINAL = ["artifact", "top-1", "Δ top-1 vs teacher", "p50 ms", "p99 ms", "samples/s", "size", "params",
+            "speedup (same runtime)", "vs teacher PyTorch"]
 
 
-def _p50(row: dict) -> float | None:
-    return (row.get("latency_ms") or {}).get("p50")
-
-
-def find_reference(rows: list[dict], batch: int | None = None, threads: int | None = None) -> dict | None:
-    """The teacher row to compare against: PyTorch FP32 first, then any FP32 teacher, at ``batch`` if any.
-
-    Rows timed with the same thread count as ``threads`` are preferred when rows record ``threads``.
-
-    Example:
-        >>> rows = [{"name": "t", "role": "teacher", "format": "pytorch", "precision": "fp32", "batch": 1,
-        ...          "latency_ms": {"p50": 2.0}}]
-        >>> find_reference(rows, batch=1)["name"]
-        't'
-    """
-    teachers = [r for r in rows if r.get("role") == "teacher" and _p50(r) is not None]
-    same_batch = [r for r in teachers if batch is None or int(r.get("batch") or 1) == int(batch)]
-    same_threads = [r for r in same_batch if r.get("threads") == threads]
-    for pool in (same_threads, same_batch, teachers):
-        for want in ({"format": "pytorch", "precision": "fp32"}, {"precision": "fp32"}, {}):
-            hits = [r for r in pool if all(r.get(k, "fp32" if k == "precision" else None) == v
-                                           for k, v in want.items())]
-            if hits:
-                return hits[0]
-    return None
-
-
-def compare(row: dict, ref: dict | None) -> dict:
-    """Speedup (ref p50 / row p50), size ratio (row / ref) and accuracy delta (row - ref) vs ``ref``.
-
-    Speedup is given only when both rows ran at the same batch size and thread setting.
-    """
-    out = {"speedup": None, "size_ratio": None, "acc_delta": None}
-    if ref is None:
-        return out
-    same_setup = (int(row.get("batch") or 1) == int(ref.get("batch") or 1)
-                  and row.get("threads") == ref.get("threads"))
-    if _p50(row) and _p50(ref) and same_setup:
-        out["speedup"] = float(_p50(ref)) / float(_p50(row))
-    if row.get("size_bytes") and ref.get("size_bytes"):
-        out["size_ratio"] = float(row["size_bytes"]) / float(ref["size_bytes"])
-    if row.get("top1") is not None and ref.get("top1") is not None:
-        out["acc_delta"] = float(row["top1"]) - float(ref["top1"])
-    return out
-
-
-def artifact_cells(row: dict, ref: dict | None) -> list[str]:
-    """One table row: the :data:`ARTIFACT_HEADERS` cells for ``row`` compared with ``ref``."""
-    lat = row.get("latency_ms") or {}
-    cmp = compare(row, ref)
-    p50 = fmt_ms(lat.get("p50")) + (" ⚠" if row.get("noisy") else "")
-    if row.get("error"):
-        p50 = f"failed: {row['error']}"
-    tput = fmt_int(round(row["throughput_sps"])) if row.get("throughput_sps") else "–"
-    if row.get("throughput_batch") and row.get("throughput_batch") != row.get("batch"):
-        tput += f" (b{row['throughput_batch']})"
-    return [str(row.get("name") or "?"), str(row.get("role") or "–"), str(row.get("format") or "–"),
-            str(row.get("precision") or "–"), str(row.get("batch") or "–"), fmt_pct(row.get("top1")), p50,
-            fmt_ms(lat.get("p90")), fmt_ms(lat.get("p99")), tput, fmt_size(row.get("size_bytes")),
-            fmt_int(row.get("params")), fmt_ratio(cmp["speedup"]), fmt_ratio(cmp["size_ratio"]),
-            fmt_delta_pp(cmp["acc_delta"])]
-
-
-def artifact_table(rows: list[dict], title: str, extra: tuple[str, ...] = ()) -> Table:
-    """Every row with its comparison to the reference teacher at the same batch size."""
-    headers = list(extra) + ARTIFACT_HEADERS
-    cells = [[str(r.get(k, "–")) for k in extra] + artifact_cells(
-        r, find_reference(rows, r.get("batch"), r.get("threads")))
+def artifact_table(rows: list[ResultRow], title: str, columns: list[str] = FULL, chosen: str | None = None) -> Table:
+    """One row per artifact, compared with the teacher by :func:`~edgekd.benchmarks.results.versus_teacher`."""
+    cells = [[COLUMNS[col](r, versus_teacher(r, rows), " ★" if r.name == chosen else "") for col in columns]
              for r in rows]
-    notes = []
-    ref = find_reference(rows)
-    if ref is not None:
-        notes.append(f"Speedup, size ratio and acc delta are against `{ref.get('name')}` "
-                     f"({ref.get('format')} {ref.get('precision', 'fp32')}); speedup only at the same batch size "
-                     "and thread count.")
-    if any(r.get("noisy") for r in rows):
-        notes.append("⚠ = too noisy to trust (high spread): pin clocks, close other programs, run longer.")
-    return Table(title, headers, cells, notes)
-
-
-# ---------------------------------------------------------------- run report sections
+    notes = ["Speedup (same runtime) compares with the teacher in the same runtime, format, batch and threads "
+             "(student ONNX vs teacher ONNX); \"vs teacher PyTorch\" is the speedup over the teacher as you "
+             "trained it. Accuracy in %, differences in pp (percentage points)."]
+    if chosen:
+        notes.append(f"★ = shipped in the bundle: **{chosen}**.")
+    if any(r.noisy for r in rows):
+        notes.append("⚠ = too noisy to trust (high spread): pin clocks, close other programs, measure longer.")
+    return Table(title, columns, cells, notes)
 
 
 def distillation_table(dist: dict) -> Table:
-    rows = [["temperature", str(dist.get("temperature", "–"))], ["alpha", str(dist.get("alpha", "–"))],
+    rows = [["method", str(dist.get("method", "–"))], ["temperature", str(dist.get("temperature", "–"))],
+            ["alpha", str(dist.get("alpha", "–"))], ["teacher outputs", str(dist.get("teacher_outputs", "–"))],
             ["teacher top-1", fmt_pct(dist.get("teacher_top1"))],
-            ["student top-1 (distilled)", fmt_pct(dist.get("student_top1"))],
+            ["student top-1 (distilled, shipped seed)", fmt_pct(dist.get("student_top1"))],
             ["baseline top-1 (same student, no teacher)", fmt_pct(dist.get("baseline_top1"))],
-            ["gain from distillation", fmt_delta_pp(dist.get("gain"))]]
-    return Table("Distillation", ["", "value"], rows)
+            ["gain from distillation (this seed)", fmt_pp(dist.get("gain"))]]
+    notes = []
+    gain = dist.get("gain_over_seeds")
+    if gain:
+        rows.append([f"gain over {gain['n']} seeds", _gain_text(gain)])
+        notes.append(gain["statement"])
+    return Table("Distillation", ["", "value"], rows, notes)
+
+
+def _gain_text(gain: dict) -> str:
+    text = f"{fmt_pp(gain['mean'])}"
+    if gain.get("std") is not None:
+        text += f" ± {100 * gain['std']:.2f} pp"
+    if gain.get("ci_low") is not None:
+        text += f", {100 * gain['confidence']:.0f}% interval [{fmt_pp(gain['ci_low'])}, {fmt_pp(gain['ci_high'])}]"
+    return text
 
 
 def export_table(export: dict) -> Table:
-    """Parity of each export with PyTorch; ``export`` is flat or holds one ParityReport dict per artifact."""
-    nested = {k: v for k, v in export.items() if isinstance(v, dict)}
-    items = nested or {"student": export}
-    rows = [[name, _num(e.get("max_abs_diff")), _num(e.get("tolerance")), fmt_pct(e.get("top1_agreement")),
-             str(e.get("samples", "–")), {True: "✓", False: "✗"}.get(e.get("passed"), "–")]
-            for name, e in items.items()]
-    notes = [f"opset {export['opset']}, exporter {export.get('exporter', '?')}."] if "opset" in export else []
-    return Table("Export parity (ONNX vs PyTorch)", ["artifact", "max abs diff", "tolerance", "top-1 agreement",
-                                                     "samples", "passed"], rows, notes)
-
-
-def quantize_table(q: dict) -> Table:
-    """Accuracy-aware INT8: every step, the nodes kept in float and the validation top-1 it reached."""
-    rows = [[str(st.get("index")), ", ".join(st.get("newly_excluded") or []) or "–",
-             str(len(st.get("excluded") or [])), fmt_pct(st.get("top1")), fmt_delta_pp(st.get("delta")),
-             {True: "✓", False: "✗"}.get(st.get("passed"), "–"), str(st.get("error") or st.get("reason") or "")]
-            for st in q.get("steps") or []]
-    settings = (q.get("quantize") or {})
-    notes = [f"Decision: **{q.get('decision')}** — validation top-1 {fmt_pct(q.get('final_top1'))} vs float "
-             f"{fmt_pct(q.get('float_top1'))}, tolerance {fmt_pct(q.get('tolerance'))}."]
-    if settings:
-        notes.append(f"Static INT8 {settings.get('format', 'QDQ')}, calibration {settings.get('method')}, preset "
-                     f"{settings.get('preset')}, {settings.get('calib_samples')} training images.")
-    return Table("Quantization (accuracy-aware INT8, judged on validation)",
-                 ["step", "newly kept in float", "in float", "val top-1", "Δ vs float", "passed", "note"],
+    rows = []
+    for m in export.get("models", []):
+        p, d = m["details"]["parity"], m["details"]
+        rows.append([m["name"], d.get("exporter", "?"), f"{p['max_abs_diff']:.3g}", f"{p['tolerance']:g}",
+                     fmt_pct(p["top1_agreement"]), str(p["samples"]), "✓" if p["passed"] else "✗"])
+    notes = [f"opset {export.get('opset')}."]
+    notes += [f"{m['name']}: the dynamo exporter failed ({m['details']['fallback_reason']}); the TorchScript "
+              "exporter was used." for m in export.get("models", []) if m["details"].get("fallback_reason")]
+    return Table("Export parity (ONNX vs PyTorch, test inputs at batch 1, 7 and all)",
+                 ["artifact", "exporter", "max abs diff", "tolerance", "top-1 agreement", "samples", "passed"],
                  rows, notes)
 
 
-def bundle_table(bundle: dict) -> Table:
-    chosen = bundle.get("chosen")
-    rows = [[name, "✓" if name == chosen else "", str(reason)] for name, reason in
-            (bundle.get("reasons") or {}).items()]
-    notes = [f"Shipped in `bundle/`: **{chosen}**." if chosen else "No bundle was written."]
-    if bundle.get("tolerance") is not None:
-        notes.append(f"Accuracy tolerance vs the FP32 student: {fmt_pct(bundle['tolerance'])}.")
+def quantize_table(q: dict) -> Table:
+    rows = [[m["name"], m["precision"], m["variant"], fmt_pct(m["details"].get("val_top1"))]
+            for m in q.get("models", [])]
+    failed = [(mode, a["error"]) for mode, a in (q.get("attempts") or {}).items() if isinstance(a, dict)
+              and a.get("error")]
+    notes = [f"{mode}: failed — {err}" for mode, err in failed]
+    static = (q.get("attempts") or {}).get("static") or {}
+    if static.get("steps"):
+        notes.append(f"Static INT8 (accuracy-aware): {len(static['steps'])} step(s), decision **{static['decision']}**, "
+                     f"{len(static['steps'][-1].get('excluded') or [])} node(s) kept in float.")
+    return Table("Quantization candidates (validation top-1)", ["artifact", "precision", "variant", "val top-1"],
+                 rows, notes)
+
+
+def bundle_table(choice: BundleChoice) -> Table:
+    rows = [[name, "✓" if name == choice.chosen else "", reason] for name, reason in choice.reasons.items()]
+    notes = [f"Decision: **{choice.decision}**.", f"Rule: {choice.rule}."]
     return Table("Bundle", ["artifact", "chosen", "why"], rows, notes)
 
 
-def device_lines(device: dict) -> list[str]:
-    keep = {k: v for k, v in device.items() if v not in (None, "", [])}
-    return [f"- **{k}**: {', '.join(map(str, v)) if isinstance(v, list) else _flat(v)}" for k, v in keep.items()]
+def device_lines(device) -> list[str]:
+    from edgekd.deploy.typed import to_json
+
+    keep = {k: v for k, v in to_json(device).items() if v not in (None, "", [], {})}
+    return [f"- **{k}**: {md_escape(_flat(v))}" for k, v in keep.items()]
 
 
-def write_run_report(results: dict, out_dir: Path) -> dict[str, Path]:
-    """Write ``out_dir/report.md`` and ``out_dir/pareto.png`` for one pipeline run.
+def _flat(v) -> str:
+    if isinstance(v, dict):
+        return "; ".join(f"{k}={_flat(x)}" for k, x in v.items() if x is not None)
+    if isinstance(v, list | tuple):
+        return ", ".join(map(str, v))
+    return str(v)
 
-    Args:
-        results: a results.json document (schema_version 1); ``bundle`` = ``{"chosen", "reasons"}`` optional.
-        out_dir: the run folder.
 
-    Returns:
-        ``{"report": report.md, "pareto": pareto.png}`` (``pareto`` absent when matplotlib is missing).
-    """
+# ---------------------------------------------------------------------------------------------- run report
+def write_run_report(doc: ResultsDocument, out_dir: Path) -> dict[str, Path]:
+    """Write ``out_dir/report.md`` and ``out_dir/pareto.png`` for one run; returns their paths."""
     out_dir = Path(out_dir)
-    rows = list(results.get("artifacts") or [])
+    rows = list(doc.artifacts)
+    chosen = doc.bundle.chosen if doc.bundle else None
     paths = {}
-    plot = _try_plot("plot_pareto", rows, out_dir / "pareto.png", title="Latency vs accuracy (this run)")
+    plot = _try_plot("plot_pareto", _points(rows), out_dir / "pareto.png", title="Latency vs accuracy (this run)")
+    parts = ["# edgekd run report", ""]
+    if doc.recipe and doc.recipe.get("name"):
+        parts += [f"Recipe: {md_escape(doc.recipe['name'])} — {md_escape(doc.device.label)}", ""]
+    parts.append(artifact_table(rows, "Artifacts", chosen=chosen).markdown())
     if plot:
         paths["pareto"] = plot
-    parts = ["# edgekd run report", ""]
-    if results.get("recipe", {}).get("name"):
-        parts += [f"Recipe: `{results['recipe']['name']}`", ""]
-    parts.append(artifact_table(rows, "Artifacts").markdown())
-    if plot:
         parts += ["![latency vs accuracy](pareto.png)", ""]
-    for key, builder in (("distillation", distillation_table), ("export", export_table),
-                         ("quantize", quantize_table), ("bundle", bundle_table)):
-        if results.get(key):
-            parts.append(builder(results[key]).markdown())
-    parts += ["## Device", ""] + device_lines(results.get("device") or {}) + [""]
+    if doc.distillation:
+        parts.append(distillation_table(doc.distillation).markdown())
+    if doc.export:
+        parts.append(export_table(doc.export).markdown())
+    if doc.quantize:
+        parts.append(quantize_table(doc.quantize).markdown())
+    if doc.bundle:
+        parts.append(bundle_table(doc.bundle).markdown())
+    parts += ["## Device", ""] + device_lines(doc.device) + [""]
     paths["report"] = write_text(out_dir / "report.md", "\n".join(parts))
-    return {"report": paths["report"], **({"pareto": plot} if plot else {})}
+    return paths
 
 
-# ---------------------------------------------------------------- merge (edgekd report)
+def _points(rows: list[ResultRow], series: str | None = None):
+    from edgekd.benchmarks.plots import Point
+
+    return [Point(r.name, series or "", r.batch, r.p50, r.top1) for r in rows if r.p50 is not None]
 
 
-def load_results(path: str | os.PathLike) -> dict:
-    """Read and check a results file (schema_version 1, an ``artifacts`` list)."""
-    path = Path(path)
+def _try_plot(name: str, points, path: Path, **kwargs) -> Path | None:
+    """Draw a plot when there is something to draw (never an empty plot); ``None`` without matplotlib."""
+    from edgekd.benchmarks import plots
+
+    if not points:
+        return None
     try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputFileError(f"results file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("artifacts"), list):
-        raise InputFileError(f"{path} is not an edgekd results file (no 'artifacts' list)",
-                             hint="pass a results.json from `edgekd run` or a file from `edgekd bench --json`")
-    if doc.get("schema_version") != SCHEMA_VERSION:
-        raise InputFileError(f"{path} has schema_version {doc.get('schema_version')!r}; this edgekd reads "
-                             f"{SCHEMA_VERSION}", hint="re-create it with this edgekd version")
-    return doc
+        return getattr(plots, name)(points, path, **kwargs)
+    except DependencyError as exc:
+        log.warning("skipping %s: %s", path.name, exc.message)
+        return None
 
 
-def merged_rows(docs: list[tuple[str, dict]]) -> list[dict]:
-    """Flatten every document's artifact rows, tagging each with ``device`` (label) and ``source``.
+# ---------------------------------------------------------------------------------------------- merge
+@dataclass(frozen=True)
+class Source:
+    """One merged results file: a short label, its document, and the settings that tell it apart."""
 
-    Rows of one artifact timed at several thread counts get ``(Nt)`` appended to their name.
-    """
-    rows = []
-    for source, doc in docs:
-        label = device_label(doc.get("device") or {})
-        rows += [{**r, "device": label, "source": source, "name": name}
-                 for r, name in zip(doc["artifacts"], _thread_names(doc["artifacts"]), strict=True)]
-    return rows
+    label: str
+    path: Path
+    doc: ResultsDocument
 
 
-def _thread_names(artifacts: list[dict]) -> list[str]:
-    seen: dict[tuple, set] = {}
-    for r in artifacts:
-        seen.setdefault((r.get("name"), r.get("batch")), set()).add(r.get("threads"))
-    return [f"{r.get('name')} ({r['threads']}t)" if len(seen[(r.get("name"), r.get("batch"))]) > 1
-            else r.get("name") for r in artifacts]
-
-
-def summary_table(rows: list[dict]) -> Table:
-    """Per device: the teacher reference against the fastest student row at the same batch."""
+def _labels(paths: list[Path]) -> list[str]:
+    """Short unique labels: the file name, or the folder name for a run's ``results.json``."""
     out = []
-    for device in dict.fromkeys(r["device"] for r in rows):
-        mine = [r for r in rows if r["device"] == device]
-        students = [r for r in mine if r.get("role") == "student" and _p50(r)]
-        for batch in sorted({int(r.get("batch") or 1) for r in students}):
-            best = min((r for r in students if int(r.get("batch") or 1) == batch), key=_p50)
-            ref = find_reference(mine, batch, best.get("threads"))
-            cmp = compare(best, ref)
-            out.append([device, str(batch), ref.get("name", "?") if ref else "–", best.get("name", "?"),
-                        fmt_ratio(cmp["speedup"]), fmt_delta_pp(cmp["acc_delta"]), fmt_ratio(cmp["size_ratio"])])
-    return Table("Teacher vs student", ["device", "batch", "teacher", "fastest student", "speedup",
-                                        "acc delta", "size ratio"], out)
+    for p in paths:
+        label = p.parent.name if p.name == "results.json" else p.stem
+        out.append(label if label not in out else f"{label}-{len(out) + 1}")
+    return out
+
+
+def row_settings(row: ResultRow) -> dict[str, str]:
+    return {"runtime": row.runtime, "threads": str(row.threads) if row.threads else "default",
+            "providers": ", ".join(row.providers) or "–", "batch": str(row.batch)}
+
+
+def settings_table(sources: list[Source]) -> Table:
+    """The settings that differ between sources (device, runtime, threads, providers, bench settings)."""
+    per = {}
+    for s in sources:
+        rows = list(s.doc.artifacts)
+        values = {"device": s.doc.device.label, **{k: " / ".join(sorted({row_settings(r)[k] for r in rows}))
+                                                 for k in ("runtime", "threads", "providers", "batch")}}
+        for k, v in (s.doc.settings or {}).items():
+            values[f"setting {k}"] = _flat(v)
+        per[s.label] = values
+    keys = list(dict.fromkeys(k for v in per.values() for k in v))
+    differing = [k for k in keys if len({per[s][k] if k in per[s] else "–" for s in per}) > 1]
+    rows = [[k, *(per[s].get(k, "–") for s in per)] for k in differing]
+    notes = [] if differing else ["The sources were measured with the same settings."]
+    return Table("What differs between the sources", ["setting", *per], rows, notes)
+
+
+def recommendations(sources: list[Source]) -> Table:
+    """Per device (and source): what to ship by the bundle rule, and why."""
+    from edgekd.stages.report import choose_bundle
+
+    rows = []
+    for s in sources:
+        tolerance = s.doc.bundle.tolerance if s.doc.bundle and s.doc.bundle.tolerance is not None else 0.01
+        accuracy = "val_top1" if any(r.val_top1 is not None for r in s.doc.artifacts) else "top1"
+        choice = choose_bundle(list(s.doc.artifacts), tolerance, accuracy=accuracy)
+        rows.append([s.doc.device.label, s.label, choice.chosen or "–", choice.decision])
+    return Table("What to ship on each device", ["device", "source", "ship", "why"], rows,
+                 ["The bundle rule: the fastest student ONNX artifact whose accuracy is within the tolerance of the "
+                  "FP32 export's, faster only beyond the measured noise; ties go to the more accurate, then the "
+                  "smaller. Accuracy: validation top-1 for runs, top-1 on --data for bench files."])
 
 
 def merge_reports(result_paths: list[Path], out_dir: Path) -> dict[str, Path]:
     """Merge results files from several runs/devices into ``report.md``, ``report.html`` and plots.
 
     Returns:
-        ``{"report", "html", "pareto", "batches", "devices"}`` → paths (plots absent without matplotlib).
+        ``{"report", "html"}`` plus ``pareto``/``devices``/``batches`` for the plots that had data.
     """
     out_dir = Path(out_dir)
-    docs = [(Path(p).name if Path(p).name != "results.json" else str(p), load_results(p)) for p in result_paths]
-    rows = merged_rows(docs)
-    tables = [summary_table(rows)]
-    tables += [artifact_table([r for r in rows if r["device"] == d], f"Device: {d}", extra=("source",))
-               for d in dict.fromkeys(r["device"] for r in rows)]
-    plots = {"pareto": _try_plot("plot_pareto", rows, out_dir / "pareto.png"),
-             "devices": _try_plot("plot_devices", rows, out_dir / "devices.png")}
-    if any(len({r.get("batch") for r in rows if r.get("name") == n and r["device"] == d}) > 1
-           for n, d in {(r.get("name"), r["device"]) for r in rows}):
-        plots["batches"] = _try_plot("plot_batch_latency", rows, out_dir / "batches.png")
+    paths = [Path(p) for p in result_paths]
+    sources = [Source(label, p, load_results(p)) for label, p in zip(_labels(paths), paths, strict=True)]
+    tables = [recommendations(sources), settings_table(sources)]
+    tables += [artifact_table(list(s.doc.artifacts), f"{s.label} — {s.doc.device.label}",
+                              chosen=s.doc.bundle.chosen if s.doc.bundle else None) for s in sources]
+    points = [p for s in sources for p in _points(list(s.doc.artifacts), series=s.label)]
+    plots = {"pareto": _try_plot("plot_pareto", [p for p in points if p.top1 is not None], out_dir / "pareto.png"),
+             "devices": _try_plot("plot_devices", points, out_dir / "devices.png")}
+    if any(len({p.batch for p in points if (p.name, p.series) == (q.name, q.series)}) > 1 for q in points):
+        plots["batches"] = _try_plot("plot_batch_latency", points, out_dir / "batches.png")
     plots = {k: v for k, v in plots.items() if v}
-    md = _merged_markdown(docs, tables, plots)
-    paths = {"report": write_text(out_dir / "report.md", md),
-             "html": write_text(out_dir / "report.html", _merged_html(docs, tables, plots))}
-    return {**paths, **plots}
+    out = {"report": write_text(out_dir / "report.md", _merged_markdown(sources, tables, plots)),
+           "html": write_text(out_dir / "report.html", _merged_html(sources, tables, plots))}
+    return {**out, **plots}
 
 
-def _merged_markdown(docs, tables: list[Table], plots: dict[str, Path]) -> str:
-    parts = ["# edgekd benchmark report", "", f"Merged from {len(docs)} results file(s).", ""]
+def _merged_markdown(sources, tables: list[Table], plots: dict[str, Path]) -> str:
+    parts = ["# edgekd benchmark report", "", f"Merged from {len(sources)} results file(s).", ""]
     parts += [t.markdown() for t in tables]
     parts += [f"![{name}]({path.name})\n" for name, path in plots.items()]
-    for source, doc in docs:
-        parts += [f"## Device of {source}", ""] + device_lines(doc.get("device") or {}) + [""]
+    for s in sources:
+        parts += [f"## Device of {md_escape(s.label)}", ""] + device_lines(s.doc.device) + [""]
     return "\n".join(parts)
 
 
-def _merged_html(docs, tables: list[Table], plots: dict[str, Path]) -> str:
-    body = [f"<h1>edgekd benchmark report</h1><p>Merged from {len(docs)} results file(s).</p>"]
+def _merged_html(sources, tables: list[Table], plots: dict[str, Path]) -> str:
+    body = [f"<h1>edgekd benchmark report</h1><p>Merged from {len(sources)} results file(s).</p>"]
     body += [t.html() for t in tables]
     for name, path in plots.items():
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         body.append(f'<h2>{html.escape(name)}</h2><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
-    for source, doc in docs:
-        items = "".join(f"<li>{html.escape(line[2:])}</li>" for line in device_lines(doc.get("device") or {}))
-        body.append(f"<h2>Device of {html.escape(source)}</h2><ul>{items}</ul>")
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1em}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}")
+    for s in sources:
+        items = "".join(f"<li><strong>{html.escape(k)}</strong>: {html.escape(_flat(v))}</li>"
+                        for k, v in _device_items(s.doc.device))
+        body.append(f"<h2>Device of {html.escape(s.label)}</h2><ul>{items}</ul>")
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
+             "margin-bottom:1em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+             "td:first-child,th:first-child{text-align:left}img{max-width:100%}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>edgekd report</title>"
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
 
 
-def _try_plot(name: str, rows: list[dict], path: Path, **kwargs) -> Path | None:
-    from edgekd.benchmarks import plots
+def _device_items(device):
+    from edgekd.deploy.typed import to_json
 
-    try:
-        return getattr(plots, name)(rows, path, **kwargs)
-    except DependencyError as exc:
-        log.warning("skipping %s: %s", path.name, exc)
-        return None
-
-
-def _num(x) -> str:
-    return "–" if x is None else f"{float(x):.3g}"
-
-
-def _flat(v) -> str:
-    if isinstance(v, dict):
-        return "; ".join(f"{k}={_flat(x)}" for k, x in v.items() if x is not None)
-    return str(v)
+    return [(k, v) for k, v in to_json(device).items() if v not in (None, "", [], {})]

@@ -63,26 +63,10 @@ class RichUI(UI):
         return _BarReporter(self.console, self.quiet)
 
 
-def summary_table(results: dict) -> Table:
-    """One row per artifact: accuracy, latency, throughput, size, and the ratios against the teacher."""
-    table = Table(title="edgekd results (test split; batch-1 latency)", title_justify="left")
-    for col in ("artifact", "top-1", "Δ vs teacher", "p50 ms", "p99 ms", "samples/s", "size", "params",
-                "speedup"):
-        table.add_column(col, justify="left" if col == "artifact" else "right")
-    chosen = (results.get("bundle") or {}).get("chosen")
-    for r in results.get("artifacts", []):
-        vs = r.get("vs_teacher", {})
-        name = f"{r['name']} ★" if r["name"] == chosen else r["name"]
-        table.add_row(name, f"{r['top1']:.2%}", f"{vs.get('top1_delta', 0):+.2%}",
-                      f"{r['latency_ms']['p50']:.3f}", f"{r['latency_ms']['p99']:.3f}",
-                      f"{r['throughput_sps']:,.0f}", _size(r["size_bytes"]), f"{r['params']:,}",
-                      f"{vs.get('speedup', 1):.2f}×")
-    return table
+def summary_table(doc) -> Table:
+    """The run's artifact table for the terminal: the same table (and comparison) as report.md."""
+    from edgekd.report import TERMINAL, artifact_table
 
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    chosen = doc.bundle.chosen if doc.bundle else None
+    return artifact_table(list(doc.artifacts), "edgekd results (test split; batch-1 latency)", TERMINAL,
+                          chosen=chosen).rich()

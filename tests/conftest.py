@@ -13,7 +13,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: A few-second budget for the default recipe: enough to exercise every stage for real.
 TINY = ["train.epochs=2", "teacher.train.epochs=2", "bench.min_runs=20", "bench.min_time_s=0.05",
-        "bench.warmup_s=0.02", "quantize.calib_samples=64", "data.limit=600"]
+        "bench.warmup_s=0.02", "bench.rounds=2", "quantize.calib_samples=64", "data.limit=600"]
+
+
+def pytest_configure(config):
+    """Two CPU cores, and tests that start training subprocesses next to each other: one intra-op thread each
+    (torch's default, every core per process, makes contended steps several times slower). Runs before any test
+    module imports torch; subprocesses inherit it."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -64,6 +71,31 @@ def digits_student(tmp_path_factory) -> dict:
     return {"path": path, "calib": x[:256], "val_x": x[1200:1500], "val_y": y[1200:1500]}
 
 
+def write_tiny_bundle(folder: Path, onnx_path: Path, preprocessing, labels=None, role: str = "student") -> Path:
+    """A bundle of any classifier ONNX file (inputs/outputs read from the file)."""
+    from edgekd.deploy.bundle import write_bundle
+    from edgekd.deploy.runtime.bundle import BundleManifest
+    from edgekd.deploy.runtime.onnxinfo import read_onnx
+    from edgekd.deploy.runtime.runner import TensorSpec
+
+    info = read_onnx(onnx_path)
+    specs = tuple(TensorSpec(v.name, v.elem_type, v.dims) for v in info.graph_inputs)
+    outs = tuple(TensorSpec(v.name, v.elem_type, v.dims) for v in info.outputs)
+    classes = outs[0].shape[-1]
+    manifest = BundleManifest("image-classification", specs, outs, preprocessing,
+                              tuple(labels or [str(i) for i in range(classes)]), info.precision, role=role,
+                              artifact=onnx_path.stem)
+    return write_bundle(folder, onnx_path, manifest)
+
+
+def stage_artifact(run: Path, stage: str) -> dict:
+    """A stage's saved artifact (JSON) in a run folder."""
+    import json
+
+    path = run / ("data.json" if stage == "data" else f"stages/{stage}.json")
+    return json.loads(path.read_text())["artifact"]
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 300):
     """Run `python -m edgekd.cli ARGS` in a subprocess; returns CompletedProcess (text)."""
     # The checkout under test comes first, whatever edgekd is installed (an editable install elsewhere).
@@ -78,7 +110,8 @@ def blocked_env(tmp_path: Path, *modules: str) -> dict:
     fake = tmp_path / "blocked"
     for name in modules:
         (fake / name).mkdir(parents=True, exist_ok=True)
-        (fake / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked in this test')\n")
+        (fake / name / "__init__.py").write_text(  # what Python says when a package is not installed
+            f"raise ModuleNotFoundError(\"No module named '{name}' (blocked in this test)\", name={name!r})\n")
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)])}
 
 

@@ -1,6 +1,9 @@
 """Promise 6: 20+ bad inputs a new user would try, across run, distill, export, quantize, bench and
 verify. Each gives one clear `error:` line (plus an optional `hint:`), a documented non-zero exit code, no
-traceback, and leaves every existing file unchanged and no half-written file behind."""
+traceback, and leaves every existing file unchanged and no half-written file behind.
+
+The cases run the CLI in-process (`edgekd.cli.main`, the same code the console script calls; a subprocess
+per case would only add a second torch import); one case also runs as a real subprocess."""
 
 from __future__ import annotations
 
@@ -60,9 +63,9 @@ CASES = [
      "image folder not found"),
     ("model-unknown", ["distill", "--set", "student.model=torchvision:resnet19", "--out", "{ws}/o"], 2,
      "unknown torchvision model"),
-    ("resume-nothing", ["run", "--resume", "--out", "{ws}/empty_run"], 9, "no interrupted run"),
+    ("resume-nothing", ["run", "--resume", "--out", "{ws}/empty_run"], 9, "no run to continue"),
     ("export-missing", ["export", "{ws}/nope.safetensors", "--out", "{ws}/o"], 3, "not found"),
-    ("export-not-a-run", ["export", "{ws}/empty_run", "--out", "{ws}/o"], 3, "is not a run folder"),
+    ("export-not-a-run", ["export", "{ws}/empty_run", "--out", "{ws}/o"], 3, "is not an edgekd run folder"),
     ("quantize-not-onnx", ["quantize", "{ws}/not_onnx.onnx", "--calib", "{ws}/c.npz", "--out", "{ws}/o.onnx"],
      3, "not a valid ONNX model"),
     ("quantize-calib-missing", ["quantize", "{ws}/student.onnx", "--calib", "{ws}/nope.npz", "--out",
@@ -74,18 +77,29 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_gives_one_clear_error(workspace, case):
-    _, argv, code, words = case
-    argv = [a.replace("{ws}", str(workspace)) for a in argv]
-    before = _snapshot(workspace)
-    proc = run_cli(*argv, "-q")
-    err = proc.stderr.strip()
-    assert proc.returncode == code, f"exit {proc.returncode}, expected {code}: {err}"
+def _check(err: str, code: int, returncode: int, words: str) -> None:
+    assert returncode == code, f"exit {returncode}, expected {code}: {err}"
     assert "Traceback" not in err
     lines = err.splitlines()
     error_lines = [line for line in lines if line.startswith("error:")]
     assert len(error_lines) == 1, err
     assert all(line.startswith(("error:", "hint:")) for line in lines), err
     assert words in err, err
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gives_one_clear_error(workspace, case, capsys):
+    from edgekd.cli import main
+
+    _, argv, code, words = case
+    argv = [a.replace("{ws}", str(workspace)) for a in argv]
+    before = _snapshot(workspace)
+    returncode = main([*argv, "-q"])
+    _check(capsys.readouterr().err.strip(), code, returncode, words)
     assert _snapshot(workspace) == before, "an existing file changed or a new file was written"
+
+
+def test_the_console_script_behaves_the_same(workspace):
+    _, argv, code, words = next(c for c in CASES if c[0] == "recipe-typos")
+    proc = run_cli(*[a.replace("{ws}", str(workspace)) for a in argv], "-q")
+    _check(proc.stderr.strip(), code, proc.returncode, words)

@@ -41,7 +41,7 @@ def test_help_does_not_import_torch(tmp_path):
 def test_run_without_train_extra_says_what_to_install(tmp_path):
     proc = run_cli("run", "--out", str(tmp_path / "x"), env=torch_blocked_env(tmp_path))
     assert proc.returncode == 7
-    assert "pip install 'edgekd[train]'" in proc.stderr
+    assert "pip install 'edgekd[train,ort]'" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "x").exists()
 

@@ -79,7 +79,7 @@ def test_two_process_training_completes_with_identical_weights(tmp_path):
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["last.pt"]
 
 
-def test_torchrun_edgekd_distill_writes_one_results_file(tmp_path):
+def test_torchrun_edgekd_distill_writes_each_record_once(tmp_path):
     out = tmp_path / "run"
     sets = ["data.limit=300", "train.epochs=1", "teacher.train.epochs=1", "distill.baseline=false"]
     args = ["-m", "edgekd.cli", "distill", "digits", "--out", str(out), "-q"]
@@ -89,8 +89,8 @@ def test_torchrun_edgekd_distill_writes_one_results_file(tmp_path):
     if proc.returncode != 0 and "No module named edgekd.commands.distill" in proc.stderr:
         pytest.skip("edgekd distill is not there yet")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = list(out.rglob("results*.json"))
-    assert [p.name for p in results] == ["results.json"]
-    data = json.loads(results[0].read_text())
-    assert data["distillation"]["student_top1"] > 0
-    assert data["device"].get("world_size") == 2
+    records = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.json"))
+    assert records == ["data.json", "stages/distill.json", "stages/teacher.json"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("last.pt")) == [
+        "checkpoints/student/last.pt", "checkpoints/teacher/last.pt"]
+    assert json.loads((out / "stages" / "distill.json").read_text())["artifact"]["student"]["test_top1"] > 0

@@ -1,4 +1,5 @@
-"""deploy/examples/classify_image.py classifies an image file with a bundle, in a subprocess without torch."""
+"""deploy/examples/classify_image.py classifies an image file with a bundle, in a subprocess where torch and
+onnx cannot be imported (the app needs numpy, onnxruntime, Pillow and edgekd's device runtime)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ def bundle(tmp_path_factory):
     import torch
     from sklearn.datasets import load_digits
 
-    from edgekd.deploy.bundle import write_bundle
     from edgekd.deploy.export import export_onnx
+    from edgekd.deploy.runtime.preprocess import ImagePreprocessing
     from edgekd.models import create_model
+    from tests.conftest import write_tiny_bundle
 
     torch.manual_seed(0)
     d = load_digits()
@@ -39,11 +41,11 @@ def bundle(tmp_path_factory):
             torch.nn.functional.cross_entropy(model(xt[i:i + 64]), yt[i:i + 64]).backward()
             opt.step()
     folder = tmp_path_factory.mktemp("example")
-    onnx_path = export_onnx(model.eval(), torch.zeros(1, 1, 8, 8), folder / "student.onnx")
-    meta = {"input": {"name": "input", "shape": [None, 1, 8, 8], "dtype": "float32", "layout": "NCHW"},
-            "normalization": {"scale": 1 / 16, "mean": [mean], "std": [std]},
-            "labels": [f"digit-{i}" for i in range(10)], "precision": "fp32"}
-    return {"dir": write_bundle(folder / "bundle", onnx_path, meta), "raw": raw, "x": x, "onnx": onnx_path}
+    onnx_path = export_onnx(model.eval(), torch.zeros(1, 1, 8, 8), folder / "student.onnx").path
+    contract = ImagePreprocessing(8, 8, 1, (mean,), (std,), pixel_max=16.0, scale=1 / 16, pixel_dtype="float32",
+                                  channel_order="L", interpolation="box")
+    bundle = write_tiny_bundle(folder / "bundle", onnx_path, contract, [f"digit-{i}" for i in range(10)])
+    return {"dir": bundle, "raw": raw, "x": x, "onnx": onnx_path}
 
 
 def _png(path: Path, raw: np.ndarray) -> Path:
@@ -61,12 +63,11 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def test_classify_image_matches_the_model_without_torch(bundle, tmp_path):
-    from conftest import torch_blocked_env
-
     from edgekd.deploy.runtime.ort import create_session
+    from tests.conftest import blocked_env
 
     session, _ = create_session(bundle["onnx"], "cpu")
-    blocked = {**torch_blocked_env(tmp_path), "PYTHONPATH": str(tmp_path / "blocked")}  # no edgekd either
+    blocked = blocked_env(tmp_path, "torch", "onnx")
     for index in (0, 1, 7):
         expected = int(session.run(None, {"input": bundle["x"][index:index + 1]})[0].argmax())
         proc = _run(str(bundle["dir"]), str(_png(tmp_path / f"d{index}.png", bundle["raw"][index])), "--top", "2",
@@ -85,7 +86,7 @@ def test_classify_image_refuses_a_tampered_bundle(bundle, tmp_path):
     with open(copy / "model.onnx", "ab") as f:
         f.write(b"\0")
     proc = _run(str(copy), str(_png(tmp_path / "d.png", bundle["raw"][0])))
-    assert proc.returncode != 0 and "does not match SHA256SUMS" in proc.stderr
+    assert proc.returncode != 0 and "checksum mismatch" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -1,8 +1,7 @@
-"""deploy.export + deploy.verify: torchvision and edgekd models export with parity at batch 1 and 7."""
+"""edgekd.deploy.export + verify: torchvision and edgekd models export (dynamo by default, TorchScript as a
+recorded fallback) with parity at batch 1 and 7."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import onnx
@@ -11,6 +10,7 @@ import torch
 
 from edgekd.deploy.errors import NonFiniteError, ShapeMismatch, ToleranceExceeded
 from edgekd.deploy.export import check_onnx, export_metadata, export_onnx, read_metadata, simplify_onnx
+from edgekd.deploy.runtime.preprocess import ImagePreprocessing, from_metadata
 from edgekd.deploy.verify import check_parity
 from edgekd.models import create_model
 
@@ -40,33 +40,53 @@ def test_export_parity_at_batch_1_and_7(tmp_path, name, kwargs, shape):
     torch.manual_seed(0)
     model = create_model(name, **kwargs).eval()
     x = _inputs(shape)
-    meta = export_metadata("0.0-test", source_sha256="ab" * 32, normalization={"scale": 1.0, "mean": [0.0],
-                                                                               "std": [1.0]}, role="student")
-    path = export_onnx(model, torch.from_numpy(x[:1]), tmp_path / "m.onnx", metadata=meta)
-    report = check_parity(_reference(model), path, x, batch_sizes=(1, 7))
+    c, h, w = shape
+    contract = ImagePreprocessing(h, w, c, (0.0,) * c, (1.0,) * c, channel_order="L" if c == 1 else "RGB")
+    meta = export_metadata("0.0-test", source_sha256="ab" * 32, preprocessing=contract, role="student")
+    outcome = export_onnx(model, torch.from_numpy(x[:1]), tmp_path / "m.onnx", metadata=meta)
+    assert outcome.exporter == "dynamo" and outcome.fallback_reason is None
+    report = check_parity(_reference(model), outcome.path, x, batch_sizes=(1, 7))
     assert report.passed and report.max_abs_diff <= 1e-4 and report.batch_sizes == [1, 7]
     assert report.top1_agreement == 1.0 and report.first_divergent is None
-    props = read_metadata(path)
-    assert props["edgekd_version"] == "0.0-test" and props["layout"] == "NCHW"
-    assert json.loads(props["normalization"])["scale"] == 1.0 and props["role"] == "student"
+    props = read_metadata(outcome.path)
+    assert props["edgekd_version"] == "0.0-test" and props["edgekd.exporter"] == "dynamo"
+    assert from_metadata(props) == contract and props["role"] == "student"
     assert not list(tmp_path.glob("*.data")), "models under 2 GB are one self-contained file"
+    assert not any(n.metadata_props or n.doc_string for n in onnx.load(str(outcome.path)).graph.node), \
+        "per-node debug annotations (stack traces, module paths) are stripped"
 
 
 def test_exported_batch_axis_is_dynamic_and_named(tmp_path):
     model = create_model("edgekd:cnn", **MODELS[2][1]).eval()
-    path = export_onnx(model, torch.zeros(1, 1, 8, 8), tmp_path / "m.onnx", input_name="pixels",
-                       output_name="scores")
+    path = export_onnx(model, torch.zeros(1, 1, 8, 8), tmp_path / "m.onnx", input_names=["pixels"],
+                       output_names=["scores"], dynamic_axes={"pixels": {0: "batch"}, "scores": {0: "batch"}}).path
     graph = onnx.load(str(path)).graph
     assert graph.input[0].name == "pixels" and graph.output[0].name == "scores"
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
 
 
 @pytest.mark.parametrize("opset", [13, 18])
-def test_opset_is_configurable(tmp_path, opset):
+def test_opset_is_configurable_and_a_fallback_is_recorded(tmp_path, opset, caplog):
+    """The dynamo exporter cannot convert this model down to opset 13: the TorchScript exporter takes over,
+    and says so (outcome, metadata, warning) — never silently."""
     model = create_model("edgekd:cnn", **MODELS[2][1]).eval()
-    path = export_onnx(model, torch.zeros(1, 1, 8, 8), tmp_path / "m.onnx", opset=opset)
-    assert next(o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")) == opset
-    check_parity(_reference(model), path, _inputs((1, 8, 8)))
+    outcome = export_onnx(model, torch.zeros(1, 1, 8, 8), tmp_path / "m.onnx", opset=opset)
+    model_proto = onnx.load(str(outcome.path))
+    assert next(o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx")) == opset
+    check_parity(_reference(model), outcome.path, _inputs((1, 8, 8)))
+    if opset == 18:
+        assert outcome.exporter == "dynamo" and outcome.fallback_reason is None
+    else:
+        assert outcome.exporter == "torchscript" and outcome.fallback_reason
+        assert read_metadata(outcome.path)["edgekd.exporter"] == "torchscript"
+        assert "exporting with torchscript instead" in caplog.text
+
+
+def test_no_fallback_means_the_exporter_error_surfaces(tmp_path):
+    model = create_model("edgekd:cnn", **MODELS[2][1]).eval()
+    with pytest.raises(Exception, match="(?i)adapter|version"):
+        export_onnx(model, torch.zeros(1, 1, 8, 8), tmp_path / "m.onnx", opset=13, fallback=None)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_nan_weight_is_refused_and_nothing_written(tmp_path):
@@ -82,8 +102,10 @@ def test_simplify_is_verified_and_kept(tmp_path):
     torch.manual_seed(0)
     model = create_model("torchvision:mobilenet_v3_small", **MODELS[1][1]).eval()
     x = _inputs((3, 32, 32), n=8)
-    path = export_onnx(model, torch.from_numpy(x[:1]), tmp_path / "m.onnx", metadata={"edgekd_version": "t"},
-                       simplify=True)
+    outcome = export_onnx(model, torch.from_numpy(x[:1]), tmp_path / "m.onnx", metadata={"edgekd_version": "t"},
+                          simplify=True)
+    path = outcome.path
+    assert outcome.simplified is not None
     check_onnx(path)
     assert check_parity(_reference(model), path, x).passed
     assert read_metadata(path)["edgekd_version"] == "t"
@@ -92,7 +114,7 @@ def test_simplify_is_verified_and_kept(tmp_path):
 def test_simplify_rejected_when_parity_fails(tmp_path):
     """A wrong reference makes parity fail: the simplified graph is rejected, the original kept."""
     model = create_model("edgekd:cnn", **MODELS[2][1]).eval()
-    path = export_onnx(model, torch.zeros(1, 1, 8, 8), tmp_path / "m.onnx")
+    path = export_onnx(model, torch.zeros(1, 1, 8, 8), tmp_path / "m.onnx").path
     before = path.read_bytes()
     res = simplify_onnx(path, lambda x: _reference(model)(x) + 1.0, _inputs((1, 8, 8)))
     assert not res.applied and "kept the original" in res.reason
@@ -101,7 +123,7 @@ def test_simplify_rejected_when_parity_fails(tmp_path):
 
 def test_parity_failure_names_first_divergent_output(tmp_path):
     model = create_model("edgekd:cnn", **MODELS[2][1]).eval()
-    path = export_onnx(model, torch.zeros(1, 1, 8, 8), tmp_path / "m.onnx", output_name="logits")
+    path = export_onnx(model, torch.zeros(1, 1, 8, 8), tmp_path / "m.onnx").path
     with pytest.raises(ToleranceExceeded, match=r"output 'logits' is the first to diverge.*max abs diff 0\.5"):
         check_parity(lambda x: _reference(model)(x) + 0.5, path, _inputs((1, 8, 8)))
 

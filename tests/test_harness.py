@@ -12,13 +12,16 @@ import pytest
 
 from edgekd.benchmarks import fingerprint as fp_mod
 from edgekd.benchmarks.harness import (
-    LatencyStats,
+    faster,
     measure,
+    measure_interleaved,
     noise_advice,
     peak_rss_bytes,
     summarize,
     throughput,
 )
+from edgekd.benchmarks.results import Latency
+from edgekd.deploy.typed import from_json, to_json
 from edgekd.benchmarks.plots import pareto_front
 
 SLOW_S = 0.15
@@ -39,30 +42,29 @@ class SlowStart:
 def test_summarize_percentiles_and_dict():
     stats = summarize(np.arange(1, 101) * 1e6)  # 1..100 ms
     assert stats.runs == 100
-    assert stats.p50_ms == pytest.approx(50.5)
-    assert stats.p90_ms == pytest.approx(90.1)
-    assert stats.min_ms == 1.0 and stats.max_ms == 100.0
-    assert set(stats.latency_dict()) == {"p50", "p90", "p99", "mean"}
-    assert LatencyStats(**stats.to_dict()) == stats
+    assert stats.p50 == pytest.approx(50.5)
+    assert stats.p90 == pytest.approx(90.1)
+    assert stats.min == 1.0 and stats.max == 100.0
+    assert from_json(Latency, to_json(stats)) == stats
 
 
 def test_warmup_by_count_keeps_slow_first_calls_out():
     fn = SlowStart(slow_calls=3)
     stats = measure(fn, warmup_runs=3, warmup_s=0.0, min_runs=30, min_time_s=0.0)
     assert stats.warmup_runs == 3 and stats.runs == 30
-    assert stats.max_ms < SLOW_S * 1e3 / 2  # none of the 150 ms calls was sampled
+    assert stats.max < SLOW_S * 1e3 / 2  # none of the 150 ms calls was sampled
 
 
 def test_warmup_by_time_keeps_slow_first_calls_out():
     fn = SlowStart(slow_calls=3)  # 0.45 s of slow calls, warm-up lasts at least 0.6 s
     stats = measure(fn, warmup_runs=1, warmup_s=0.6, min_runs=30, min_time_s=0.0)
     assert stats.warmup_runs > 3
-    assert stats.max_ms < SLOW_S * 1e3 / 2
+    assert stats.max < SLOW_S * 1e3 / 2
 
 
 def test_without_warmup_slow_calls_pollute_stats():
     stats = measure(SlowStart(slow_calls=3), warmup_runs=0, warmup_s=0.0, min_runs=30, min_time_s=0.0)
-    assert stats.max_ms >= SLOW_S * 1e3  # the control: the slow calls are real
+    assert stats.max >= SLOW_S * 1e3  # the control: the slow calls are real
 
 
 def test_min_runs_and_min_time_both_hold():
@@ -101,7 +103,30 @@ def test_steady_samples_are_not_noisy():
 def test_throughput_from_mean():
     tput, stats = throughput(lambda: time.sleep(0.001), 8, warmup_runs=1, warmup_s=0.0, min_runs=5,
                              min_time_s=0.0)
-    assert tput == pytest.approx(8 / (stats.mean_ms / 1e3))
+    assert tput == pytest.approx(8 / (stats.mean / 1e3))
+
+
+def _lat(rounds: list[float], cv: float = 0.05) -> Latency:
+    p50 = float(np.median(rounds))
+    return Latency(p50, p50, p50, p50, p50, 0.0, min(rounds), max(rounds), 100, cv=cv, round_p50s=tuple(rounds))
+
+
+def test_a_noise_level_difference_is_a_tie():
+    """5 % apart, but the rounds overlap: neither is faster. Clearly apart: the faster one wins."""
+    a, b = _lat([1.00, 1.08, 0.97, 1.05, 1.02]), _lat([1.05, 0.99, 1.10, 1.04, 1.07])
+    assert not faster(a, b) and not faster(b, a)
+    c = _lat([0.50, 0.52, 0.49, 0.51, 0.50])
+    assert faster(c, a) and not faster(a, c)
+    one_round = _lat([1.0], cv=0.2), _lat([1.3], cv=0.2)
+    assert not faster(*one_round), "within each other's robust spread"
+
+
+def test_interleaved_rounds_alternate_candidates():
+    order = []
+    calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    stats = measure_interleaved(calls, rounds=4, warmup_s=0.0, warmup_runs=0, min_runs=8, min_time_s=0.0)
+    assert len(stats["a"].round_p50s) == 4 and stats["a"].runs == 8 and stats["b"].spread is not None
+    assert order == ["a", "a", "b", "b", "b", "b", "a", "a"] * 2, "each round 2 calls each, order rotating"
 
 
 def test_peak_rss_positive():
@@ -115,22 +140,23 @@ def test_pareto_front():
 
 def test_fingerprint_keys_and_no_torch_import():
     code = ("import sys, json; from edgekd.benchmarks.fingerprint import fingerprint; "
+            "from edgekd.deploy.typed import to_json; "
             "fp = fingerprint(['CPUExecutionProvider']); assert 'torch' not in sys.modules; "
-            "assert 'torch' not in fp; print(json.dumps(fp))")
+            "print(json.dumps(to_json(fp)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     import json
 
     fp = json.loads(out.stdout)
     for key in ("cpu", "cores", "os", "python", "onnxruntime", "isa", "machine"):
-        assert key in fp
-    assert fp["providers"] == ["CPUExecutionProvider"]
+        assert fp[key]
+    assert fp["providers"] == ["CPUExecutionProvider"] and fp["torch"] is None
 
 
 def test_fingerprint_reports_torch_only_when_already_imported(monkeypatch):
     fake = types.ModuleType("torch")
     fake.__version__ = "9.9.9"
     monkeypatch.setitem(sys.modules, "torch", fake)
-    assert fp_mod.fingerprint()["torch"] == "9.9.9"
+    assert fp_mod.fingerprint().torch == "9.9.9"
 
 
 def test_jetson_fields_read_from_files(tmp_path, monkeypatch):
@@ -139,11 +165,11 @@ def test_jetson_fields_read_from_files(tmp_path, monkeypatch):
     release.write_text("# R36 (release), REVISION: 3.0, GCID: 36923193, BOARD: generic, EABI: aarch64\n")
     monkeypatch.setattr(fp_mod, "JETSON_MODEL", model)
     monkeypatch.setattr(fp_mod, "L4T_RELEASE", release)
-    info = fp_mod.fingerprint()["jetson"]
+    info = fp_mod.fingerprint().jetson
     assert info["model"] == "NVIDIA Jetson Orin Nano Developer Kit"
     assert info["l4t"] == "36.3.0"
     assert "nvpmodel" in info and "clocks_locked" in info
-    assert "Jetson Orin Nano" in fp_mod.device_label(fp_mod.fingerprint())
+    assert "Jetson Orin Nano" in fp_mod.fingerprint().label
 
 
 def test_no_jetson_here(monkeypatch, tmp_path):

@@ -187,7 +187,7 @@ def test_create_loss_builds_every_method_from_a_recipe_section():
     fit = create_loss("fitnet", DistillConfig(method="fitnet", **layers), **extra)
     assert [p.weight.shape[:2] for p in fit.projections] == [(8, 4), (16, 8)]
     assert isinstance(create_loss("at", DistillConfig(method="at", **layers), **extra), ATLoss)
-    with pytest.raises(UsageError, match="unknown distillation method"):
+    with pytest.raises(UsageError, match="unknown distill.method"):
         create_loss("nope", DistillConfig())
     with pytest.raises(UsageError, match="needs student"):
         create_loss("fitnet", DistillConfig(method="fitnet", **layers))

@@ -125,7 +125,7 @@ def test_fakedata_with_recipe_transforms():
     s = load_data(_fake(transforms=TransformConfig(resize=8, mean=[0.5] * 3, std=[0.25] * 3)), seed=0)
     assert s.input_shape == (3, 8, 8) and s.num_classes == 4
     assert len(s.train) + len(s.val) + len(s.test) == 40
-    assert s.normalization["std"] == [0.25] * 3 and not s.augmented
+    assert s.preprocessing.std == (0.25,) * 3 and s.preprocessing.resize == 8 and not s.augmented
     x, y, i = s.train[0]
     assert x.shape == (3, 8, 8) and isinstance(y, int) and i == 0
 

@@ -17,8 +17,8 @@ def test_quickstart_is_exactly_two_commands():
     cmds = _quickstart_commands()
     assert len(cmds) == 2 and all("\n" not in c for c in cmds)
     install, run = cmds[0].split(" && ")
-    assert install == 'pip install -e ".[train,dev]"' and run == "edgekd run"
-    assert cmds[1] == 'pip install -e ".[train,dev]" && pytest'
+    assert install == 'pip install -e ".[train,ort,dev]"' and run == "edgekd run"
+    assert cmds[1] == 'pip install -e ".[train,ort,dev]" && pytest'
 
 
 def test_ci_runs_the_readme_test_command_verbatim():

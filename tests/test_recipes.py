@@ -17,6 +17,7 @@ from edgekd.distill.losses import create_loss
 from edgekd.distill.trainer import DistillObjective
 from edgekd.models import check_models_fit, model_from_config
 from edgekd.recipe import load_recipe
+from tests.conftest import stage_artifact
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "models").glob("*.yaml"))
@@ -117,7 +118,7 @@ def test_edgekd_distill_runs_offline_pairs(tmp_path, monkeypatch, teacher, stude
     sets = ["--set", "student.kwargs={width: 8}"] if "factory" in student else []
     out = tmp_path / "run"
     assert main(["distill", str(recipe), "--out", str(out), "-q", *sets]) == 0
-    results = json.loads((out / "results.json").read_text())
-    assert results["distillation"]["teacher_outputs"] == "cache-memory"
-    assert 0.0 <= results["distillation"]["student_top1"] <= 1.0
-    assert (out / "weights" / "student.safetensors").is_file()
+    distill = stage_artifact(out, "distill")
+    assert distill["teacher_outputs"] == "cache-memory"
+    assert 0.0 <= distill["student"]["test_top1"] <= 1.0
+    assert (out / "weights" / "student.safetensors").is_file() and not (out / "results.json").exists()

@@ -69,9 +69,19 @@ def test_resume_with_a_changed_recipe_is_refused(tiny_run, tmp_path):
     assert "distill.temperature: 4.0 → 2.0" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_resume_of_a_finished_run_reruns_nothing(tiny_run, tmp_path):
+    import shutil
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    before = (run / "results.json").read_bytes()
+    proc = run_cli("run", "--out", str(run), "--resume", "-q", *_sets(TINY))
+    assert proc.returncode == 0, proc.stderr
+    assert "stages run: none; run complete" in proc.stdout and (run / "results.json").read_bytes() == before
+
+
 def test_resume_without_a_run_is_a_clear_error(tmp_path):
     proc = run_cli("run", "--out", str(tmp_path / "nothing"), "--resume")
-    assert proc.returncode == 9 and "holds no interrupted run" in proc.stderr
+    assert proc.returncode == 9 and "holds no run to continue" in proc.stderr
 
 
 @pytest.mark.parametrize("damage", [b"", b"not a checkpoint at all"])
@@ -80,6 +90,7 @@ def test_corrupt_checkpoint_is_a_clear_error_not_a_fresh_start(tiny_run, tmp_pat
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
+    (run / "stages" / "distill.json").unlink()  # killed during distillation: its checkpoint is needed
     (run / "checkpoints" / "student" / "last.pt").write_bytes(damage)
     proc = run_cli("run", "--out", str(run), "--resume", *_sets(TINY))
     assert proc.returncode == 9, proc.stderr

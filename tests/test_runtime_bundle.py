@@ -7,9 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from edgekd.deploy.errors import ChecksumMismatch, InputFileError
+from edgekd.deploy.errors import ChecksumMismatch, InputFileError, UsageError
 from edgekd.deploy.runtime import load_bundle
-from edgekd.deploy.runtime.bundle import preprocess
+from edgekd.deploy.runtime.preprocess import ImagePreprocessing, parse_preprocessing
 from tests.conftest import blocked_env, run_cli, torch_blocked_env
 
 
@@ -40,14 +40,38 @@ def test_missing_sums_is_refused(bundle_copy):
         load_bundle(bundle_copy)
 
 
-def test_preprocess_accepts_channels_last_and_single_images():
-    meta = {"shape": [None, 3, 4, 5]}
-    norm = {"scale": 0.5, "mean": [1, 2, 3], "std": [2, 2, 2]}
+def test_contract_accepts_channels_last_and_single_images():
+    pre = ImagePreprocessing(4, 5, 3, (1.0, 2.0, 3.0), (2.0, 2.0, 2.0), pixel_max=100.0, scale=0.5)
     hwc = np.arange(4 * 5 * 3, dtype=np.float32).reshape(4, 5, 3)
-    out = preprocess(hwc, meta, norm)
+    out = pre.apply(hwc)
     assert out.shape == (1, 3, 4, 5)
     np.testing.assert_allclose(out[0, 1], (hwc[:, :, 1] * 0.5 - 2) / 2)
-    assert preprocess(np.stack([hwc.transpose(2, 0, 1)] * 2), meta, norm).shape == (2, 3, 4, 5)
+    assert pre.apply(np.stack([hwc.transpose(2, 0, 1)] * 2)).shape == (2, 3, 4, 5)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.full((1, 8, 8), np.nan, np.float32), "NaN or infinite"),
+    (np.full((1, 8, 8), 255.0, np.float32), r"span \[255, 255\].*\[0.0, 16.0\]"),
+    (np.full((1, 8, 8), -1.0, np.float32), "span"),
+    (np.zeros((1, 7, 8), np.float32), "shape"),
+])
+def test_contract_refuses_garbage_instead_of_answering(bad, match):
+    pre = ImagePreprocessing(8, 8, 1, (0.3,), (0.4,), pixel_max=16.0, scale=1 / 16, pixel_dtype="float32",
+                             channel_order="L")
+    with pytest.raises(UsageError, match=match):
+        pre.apply(bad)
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"std": [0.0]}, "std values must be finite and > 0"),
+    ({"std": [1.0, 1.0]}, "one per channel"),
+    ({"mean": ["x"]}, "expected a number"),
+    ({"colour": "red"}, "unknown key 'colour'"),
+])
+def test_contract_is_parsed_strictly(change, match):
+    good = ImagePreprocessing(8, 8, 1, (0.3,), (0.4,), channel_order="L").to_dict()
+    with pytest.raises(InputFileError, match=match):
+        parse_preprocessing({**good, **change})
 
 
 def test_verify_command_passes_and_fails_without_torch(bundle_copy, tmp_path):

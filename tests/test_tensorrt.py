@@ -43,7 +43,7 @@ def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("trt")
     model = create_model("edgekd:cnn", num_classes=10, in_channels=1, input_size=8, channels=[8, 16, 32],
                          hidden=32).eval()
-    fp32 = export_onnx(model, torch.zeros(1, 1, 8, 8), folder / "student.onnx")
+    fp32 = export_onnx(model, torch.zeros(1, 1, 8, 8), folder / "student.onnx").path
     calib = np.random.default_rng(0).standard_normal((128, 1, 8, 8)).astype(np.float32)
     trt8 = quantize_static(fp32, folder / "student-int8-trt.onnx", calib, preset="tensorrt").path
     x86 = quantize_static(fp32, folder / "student-int8-x86.onnx", calib, preset="x86").path

@@ -1,19 +1,22 @@
 """Suite *harness overhead*: our p50 against a bare ``session.run`` loop, and the near-empty-model floor.
 
-For each model, in one process and one session, rounds alternate (so drift hits both alike):
-the harness (:func:`benchmarks.harness.measure`), a bare loop timing each ``session.run`` with
-``perf_counter_ns`` (its median), and a bare loop timed as a whole (its mean). The ratios harness/bare
-should be ~1.00 (acceptance: p50 within 5 %). The near-empty model (one ``Identity``) gives the floor of
-framework overhead per call: a tiny model's latency above that floor is what its FLOPs cost, so a
-student 10× smaller in FLOPs is not 10× faster when both sit near the floor.
+For each model, in one process and one session per model, rounds alternate (so drift hits all alike): the
+harness (:func:`edgekd.benchmarks.harness.measure`), a bare loop timing each ``session.run`` with
+``perf_counter_ns`` (its median), and a bare loop timed as a whole (its mean). The models themselves are
+interleaved too: every round visits every model, in a rotating order, so the floor they are compared with
+was measured at the same time. The ratios harness/bare should be ~1.00 (acceptance: p50 within 5 %). The
+near-empty model (one ``Identity``) gives the floor of framework overhead per call: a tiny model's latency
+above that floor is what its FLOPs cost, so a student 10× smaller in FLOPs is not 10× faster when both sit
+near the floor.
 
 Run:
-    python -m edgekd.benchmarks.suites.bench_overhead [--run RUN_DIR] [--threads 1] [--rounds 5] [--no-write]
+    python -m edgekd.benchmarks.suites.bench_overhead [--run RUN_DIR] [--threads 1] [--rounds 20] [--no-write]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -21,12 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.benchmarks.harness import measure
-from edgekd.benchmarks.onnx_bench import make_feed
 from edgekd.benchmarks.results import machine_line, publish
 from edgekd.benchmarks.tiny_models import make_identity, make_tiny_cnn
-from edgekd.deploy.runtime.ort import create_session
+from edgekd.deploy.runtime.ort import OnnxrtRunner
+from edgekd.deploy.runtime.runner import make_feed
 
-RESULTS_MD = Path(__file__).with_name("RESULTS.md")
+RESULTS_MD = Path(__file__).resolve().parents[1] / "RESULTS.md"
+KEYS = ("h50", "hmean", "b50", "bmean")
 
 
 def bare_per_call(run, n: int) -> float:
@@ -47,25 +51,37 @@ def bare_total(run, n: int) -> float:
     return (time.perf_counter_ns() - t0) / n / 1e6
 
 
-def compare_model(path: Path, threads: int | None, rounds: int, min_time_s: float) -> dict:
-    """Alternate harness and bare loops ``rounds`` times on one session.
+def one_round(run, min_runs: int, min_time_s: float) -> dict[str, float]:
+    """The harness, then both bare loops with as many calls as the harness made, on the same call."""
+    stats = measure(run, warmup_s=0.1, warmup_runs=20, min_runs=min_runs, min_time_s=min_time_s)
+    return {"h50": stats.p50, "hmean": stats.mean, "b50": bare_per_call(run, stats.runs),
+            "bmean": bare_total(run, stats.runs)}
 
-    Returns medians over rounds, and the median of the *per-round* ratios: a machine whose speed drifts
-    between rounds (VMs, shared hosts) moves both halves of a round alike, so paired ratios stay honest.
+
+def compare_models(paths: dict[str, Path], threads: int | None, rounds: int, min_time_s: float,
+                   min_runs: int = 500) -> dict[str, dict[str, float]]:
+    """Alternate harness and bare loops ``rounds`` times on one session per model, models interleaved.
+
+    Returns, per model, medians over rounds and the median of the *per-round* ratios: a machine whose
+    speed drifts between rounds (VMs, shared hosts) moves both halves of a round alike, so paired ratios
+    stay honest.
     """
-    session, _ = create_session(path, None, threads)
-    feed = make_feed(session.get_inputs(), 1, None, None)
+    names = list(paths)
+    got = {n: {k: [] for k in KEYS} for n in names}
+    with contextlib.ExitStack() as stack:
+        calls = {}
+        for name, path in paths.items():
+            runner = stack.enter_context(OnnxrtRunner(path, None, threads))
+            calls[name] = runner.bind(make_feed(runner.inputs(), 1))
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                for key, value in one_round(calls[name], min_runs, min_time_s).items():
+                    got[name][key].append(value)
+    return {n: _summary(got[n]) for n in names}
 
-    def run():
-        return session.run(None, feed)
 
-    got: dict[str, list[float]] = {"h50": [], "hmean": [], "b50": [], "bmean": []}
-    for _ in range(rounds):
-        stats = measure(run, warmup_s=0.1, warmup_runs=20, min_runs=500, min_time_s=min_time_s)
-        got["h50"].append(stats.p50_ms)
-        got["hmean"].append(stats.mean_ms)
-        got["b50"].append(bare_per_call(run, stats.runs))
-        got["bmean"].append(bare_total(run, stats.runs))
+def _summary(got: dict[str, list[float]]) -> dict[str, float]:
+    """Medians over rounds and the medians of the per-round harness/bare ratios."""
     out = {k: float(np.median(v)) for k, v in got.items()}
     out["r50"] = float(np.median(np.array(got["h50"]) / np.array(got["b50"])))
     out["rmean"] = float(np.median(np.array(got["hmean"]) / np.array(got["bmean"])))
@@ -73,6 +89,7 @@ def compare_model(path: Path, threads: int | None, rounds: int, min_time_s: floa
 
 
 def models(run_dir: Path | None, tmp: Path) -> dict[str, Path]:
+    """The near-empty floor first, a tiny CNN, then the run's student and teacher ONNX when given."""
     found = {"near-empty (Identity)": make_identity(tmp / "empty.onnx"),
              "tiny CNN (170 params)": make_tiny_cnn(tmp / "tiny.onnx")}
     for name in ("student", "teacher"):
@@ -82,9 +99,10 @@ def models(run_dir: Path | None, tmp: Path) -> dict[str, Path]:
 
 
 def table(results: dict[str, dict], threads: int | None, rounds: int) -> str:
+    """The Markdown table (the first model is the floor) and the acceptance line."""
     floor = next(iter(results.values()))["h50"]
-    lines = [f"Threads: {threads or 'ORT default'}; batch 1; {rounds} alternating rounds; latencies are medians "
-             "over rounds, ratios the median of the per-round ratios (harness / bare).",
+    lines = [f"Threads: {threads or 'ORT default'}; batch 1; {rounds} alternating rounds, models interleaved; "
+             "latencies are medians over rounds, ratios the median of the per-round ratios (harness / bare).",
              "", "| model | harness p50 ms | bare loop p50 ms | p50 ratio | harness mean ms | "
              "bare loop mean ms | mean ratio | p50 above floor ms |", "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
@@ -97,18 +115,19 @@ def table(results: dict[str, dict], threads: int | None, rounds: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module docstring); returns the exit status."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, default=None, help="an `edgekd run` folder (adds its ONNX models)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (0: ORT default)")
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--min-time-s", type=float, default=0.25, help="timed seconds per harness run per round")
+    p.add_argument("--min-runs", type=int, default=500, help="timed calls per harness run per round")
     p.add_argument("--no-write", action="store_true", help="print only; do not update benchmarks/RESULTS.md")
     p.add_argument("--results-md", type=Path, default=RESULTS_MD, help="the Markdown file to update")
     args = p.parse_args(argv)
     threads = args.threads or None
     with tempfile.TemporaryDirectory() as tmp:
-        results = {name: compare_model(path, threads, args.rounds, args.min_time_s)
-                   for name, path in models(args.run, Path(tmp)).items()}
+        results = compare_models(models(args.run, Path(tmp)), threads, args.rounds, args.min_time_s, args.min_runs)
     body = (f"`python -m edgekd.benchmarks.suites.bench_overhead{f' --run {args.run}' if args.run else ''}`\n\n"
             f"{machine_line()}\n\n{table(results, threads, args.rounds)}")
     publish(args, "overhead", "Harness overhead", body)

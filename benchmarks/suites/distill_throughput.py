@@ -27,7 +27,7 @@ import json
 import time
 from pathlib import Path
 
-RESULTS_MD = Path(__file__).with_name("RESULTS.md")
+RESULTS_MD = Path(__file__).resolve().parents[1] / "RESULTS.md"
 SECTION = "distill-throughput"
 INTRO = "## Distillation throughput"
 
@@ -99,6 +99,7 @@ def edgekd_path(teacher, student, train, val, args, device, *, cached: bool, amp
 
 
 def train_teacher(args, device, train, val, num_classes):
+    """The teacher every path learns from, trained briefly with cross-entropy (outside the timing)."""
     import torch
 
     from edgekd.distill.trainer import CEObjective, Trainer
@@ -144,7 +145,6 @@ def measure_paths(args) -> tuple[list[dict], dict]:
 
 def run_path(label: str, cached, amp: bool, teacher, student, data, args, device) -> dict:
     """Time one path from a freshly initialised student; returns its table row."""
-
     from edgekd.distill.trainer import evaluate
 
     train, val, test = data
@@ -171,13 +171,14 @@ def _sync(device) -> None:
 
 
 def _device_name(device) -> str:
+    """The GPU's name and CUDA version, or this machine's fingerprint label."""
     import torch
 
-    from edgekd.benchmarks.fingerprint import device_label, fingerprint
+    from edgekd.benchmarks.fingerprint import fingerprint
 
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    return device_label(fingerprint())
+    return fingerprint().label
 
 
 def markdown(rows: list[dict], setup: dict, args) -> str:
@@ -215,8 +216,8 @@ def write_section(path: Path, subsection: str) -> None:
     parts = [p.strip() for p in ("\n" + body).split("\n### ")[1:]]
     kept = ["### " + p for p in parts if "### " + p.splitlines()[0] != heading]
     intro = (f"{INTRO}\n\nSamples/s of one distillation run, same student, teacher, data, seed and epochs; "
-             "ratios against (a). Written by `benchmarks/suites/distill_throughput.py`, one subsection per device and "
-             "teacher/student/batch; a rerun replaces its own subsection.\n\n"
+             "ratios against (a). Written by `python -m edgekd.benchmarks.suites.distill_throughput`, one subsection "
+             "per device and teacher/student/batch; a rerun replaces its own subsection.\n\n"
              "The cache takes the teacher's forward pass out of every step after one pass over the data, so "
              "its gain is bounded by (teacher forward + student step) / student step: it reaches 2× and more "
              "where the teacher's forward costs at least the student's training step and the batch amortises "
@@ -227,6 +228,7 @@ def write_section(path: Path, subsection: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module docstring); returns the exit status."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--teacher", default="torchvision:resnet18")

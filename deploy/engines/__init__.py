@@ -1,34 +1,26 @@
-"""Engine builders, registered by name: ``BUILDERS["tensorrt"](onnx_path, engine_path, **settings)``.
+"""Engine builders, registered by name: ``BUILDERS.get("tensorrt")(onnx_path, engine_path, **settings)``.
 
 Each backend lives in its own module and imports its heavy dependency lazily, so importing
-:mod:`deploy.engines` works everywhere (the ``trtexec`` command line can be generated without TensorRT).
+:mod:`edgekd.deploy.engines` works everywhere (the ``trtexec`` command line can be generated without
+TensorRT).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-
-def _tensorrt(*args, **kwargs):
-    from edgekd.deploy.engines.tensorrt import build_engine
-
-    return build_engine(*args, **kwargs)
-
+from edgekd.deploy.registry import Registry
 
 #: name → builder(onnx_path, engine_path, **settings) -> result with ``path`` and ``to_dict()``
-BUILDERS: dict[str, Callable] = {"tensorrt": _tensorrt}
+BUILDERS: Registry[Callable] = Registry("engine backend")
+BUILDERS.register_lazy("tensorrt", "edgekd.deploy.engines.tensorrt:build_engine")
 
 
 def register(name: str, builder: Callable) -> Callable:
     """Add an engine builder under ``name``."""
-    BUILDERS[name] = builder
-    return builder
+    return BUILDERS.register(name, builder)
 
 
 def get_builder(name: str) -> Callable:
     """The builder registered as ``name``; a :class:`UsageError` names the known ones otherwise."""
-    from edgekd.deploy.errors import UsageError
-
-    if name not in BUILDERS:
-        raise UsageError(f"unknown engine backend '{name}'", hint=f"use one of {sorted(BUILDERS)}")
-    return BUILDERS[name]
+    return BUILDERS.get(name)

@@ -1,5 +1,14 @@
-"""The device side: load a bundle and run it with numpy + onnxruntime (or TensorRT). Never imports torch."""
+"""The device side: load a bundle and run it with numpy + onnxruntime (or TensorRT). Never imports torch or onnx."""
 
-from edgekd.deploy.runtime.bundle import Predictor, load_bundle, verify_checksums
+from edgekd.deploy.runtime.bundle import (
+           Bundle,
+           BundleManifest,
+           Predictor,
+           load_bundle,
+           open_bundle,
+           verify_checksums,
+)
+from edgekd.deploy.runtime.preprocess import ImagePreprocessing
 
-__all__ = ["Predictor", "load_bundle", "verify_checksums"]
+__all__ = ["Bundle", "BundleManifest", "ImagePreprocessing", "Predictor", "load_bundle", "open_bundle",
+           "verify_checksums"]

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -32,6 +33,7 @@ from edgekd.deploy.errors import (
     SecurityError,
     VerificationError,
 )
+from edgekd.deploy.runtime.runner import RunnerInfo, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +146,7 @@ def _check(cudart, result):
 
 
 class TrtRunner:
-    """``with TrtRunner("m.engine") as r: r.infer({"input": x})`` — same protocol as OnnxrtRunner."""
+    """``with TrtRunner("m.engine") as r: r.infer({"input": x})`` — the :class:`Runner` protocol for TensorRT."""
 
     def __init__(self, engine_path: str | os.PathLike):
         self.engine_path = Path(engine_path)
@@ -187,14 +189,26 @@ class TrtRunner:
     def output_names(self) -> list[str]:
         return self._names(self.trt.TensorIOMode.OUTPUT)
 
-    @property
-    def input_specs(self) -> dict[str, tuple[list, np.dtype]]:
-        """``{name: (shape with "batch" for dynamic axes, numpy dtype)}``, like ORT's input metadata."""
-        specs = {}
-        for name in self.input_names:
-            shape = ["batch" if int(d) < 0 else int(d) for d in self.engine.get_tensor_shape(name)]
-            specs[name] = (shape, np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name))))
-        return specs
+    def inputs(self) -> list[TensorSpec]:
+        """Input specs (dynamic axes named ``dim{i}``; the batch axis ``batch``), like the ORT runner's."""
+        return [self._spec(n) for n in self.input_names]
+
+    def outputs(self) -> list[TensorSpec]:
+        return [self._spec(n) for n in self.output_names]
+
+    def _spec(self, name: str) -> TensorSpec:
+        dims = [int(d) for d in self.engine.get_tensor_shape(name)]
+        shape = tuple(d if d >= 0 else ("batch" if i == 0 else f"dim{i}") for i, d in enumerate(dims))
+        return TensorSpec(name, np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name))).name, shape)
+
+    def bind(self, feed: dict[str, np.ndarray]):
+        """One timed call = copies in, the engine, copies out, stream synchronised (what an app pays)."""
+        return functools.partial(self.infer, feed)
+
+    def info(self) -> RunnerInfo:
+        side = self.sidecar or {}
+        return RunnerInfo(f"tensorrt {side.get('tensorrt', self.trt.__version__)}", ("TensorRT",), (), None,
+                          "cuda", {"gpu": side.get("gpu"), "precision": side.get("precision")})
 
     def _device_buffer(self, name: str, nbytes: int) -> int:
         ptr, size = self._buffers.get(name, (0, 0))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 HELP = "package a run's artifact (model.onnx + model.json + SHA256SUMS) for an app or device"
-DESCRIPTION = """Write BUNDLE_DIR with model.onnx, model.json (input name/shape/dtype/layout, normalization,
-labels, precision, metrics, producer versions), an optional TensorRT engine with its sidecar, and
-SHA256SUMS over every file. Load it with deploy.runtime.load_bundle (numpy + onnxruntime only).
+DESCRIPTION = """Write BUNDLE_DIR with model.onnx, model.json (inputs/outputs, the preprocessing contract, labels,
+precision, metrics, producer versions), an optional TensorRT engine with its sidecar, and SHA256SUMS over every
+file. Load it with edgekd.load_bundle (numpy + onnxruntime only). BUNDLE_DIR must be new, empty or an edgekd
+bundle (anything else is refused, never overwritten), and outside the run folder.
 
   edgekd bundle runs/digits --out shipped/                      # the artifact the run chose
   edgekd bundle runs/digits --artifact student-onnx-fp32 --out shipped/"""
@@ -21,35 +22,10 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
-    import json
-    from pathlib import Path
-
     from rich.console import Console
 
-    from edgekd.deploy.bundle import write_bundle
-    from edgekd.deploy.errors import InputFileError, UsageError
-    from edgekd.shipping import bundle_meta
+    from edgekd.runs import bundle_from_run
 
-    run = Path(args.run)
-    try:
-        results = json.loads((run / "results.json").read_text())
-        data_info = json.loads((run / "data.json").read_text())
-    except FileNotFoundError as exc:
-        raise InputFileError(f"{run} is not a finished run folder: {Path(exc.filename).name} is missing",
-                             hint="run `edgekd run --out DIR` first") from None
-    rows = {r["name"]: r for r in results.get("artifacts", []) if r["format"] == "onnx"}
-    name = args.artifact or (results.get("bundle") or {}).get("chosen")
-    if name not in rows:
-        raise UsageError(f"artifact {name!r} is not an ONNX artifact of {run}", hint=f"choose from {sorted(rows)}")
-    extra = []
-    if args.engine:
-        engine = Path(args.engine)
-        sidecar = engine.with_suffix(engine.suffix + ".json")
-        if not engine.is_file() or not sidecar.is_file():
-            raise InputFileError(f"engine {engine} or its sidecar {sidecar.name} is missing",
-                                 hint="build it with `edgekd engine`, which writes both")
-        extra = [engine, sidecar]
-    meta = bundle_meta(data_info, rows[name], results.get("device", {}), results["recipe"]["name"])
-    out = write_bundle(args.out, run / rows[name]["path"], meta, extra)  # paths are relative to the run
+    out, name = bundle_from_run(args.run, args.out, args.artifact, args.engine)
     Console().print(f"wrote bundle {out} ({name})", markup=False)
     return 0

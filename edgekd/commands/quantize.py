@@ -20,6 +20,8 @@ kept in float step by step, or the float model is kept (the output is then not w
 
 
 def add_arguments(p) -> None:
+    from edgekd.deploy.quantize import PRESETS
+
     p.add_argument("model", metavar="MODEL.onnx", help="the float ONNX model")
     p.add_argument("--out", required=True, metavar="OUT.onnx", help="where the quantized model goes")
     p.add_argument("--mode", choices=["static", "dynamic", "fp16"], default="static",
@@ -31,7 +33,7 @@ def add_arguments(p) -> None:
                    help="how many calibration samples to use (default: all in CALIB, or the run recipe's)")
     p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax",
                    help="calibration method (default: minmax)")
-    p.add_argument("--preset", choices=["auto", "x86", "x86-vnni", "arm64", "tensorrt"], default="auto",
+    p.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
                    help="INT8 settings for the target (default: auto, from this CPU)")
     p.add_argument("--no-per-channel", action="store_true", help="per-tensor instead of per-channel weights")
     p.add_argument("--tolerance", type=float, default=None,
@@ -135,18 +137,9 @@ def _npz(path: str, keys: tuple[str, ...]) -> dict:
 
 
 def _from_run(run_dir: str, samples: int | None):
-    """Training-split calibration samples and the validation split of a finished run."""
-    from pathlib import Path
+    """Training-split calibration samples and the validation split of a run (:func:`edgekd.runs.calibration_data`)."""
+    from edgekd.commands._common import require_train_extra
+    from edgekd.runs import calibration_data
 
-    from edgekd.commands._common import load_recipe_and_check
-    from edgekd.data import load_data, to_numpy
-    from edgekd.deploy.errors import InputFileError
-
-    recipe_path = Path(run_dir) / "recipe.yaml"
-    if not recipe_path.is_file():
-        raise InputFileError(f"{run_dir} has no recipe.yaml: not a run folder",
-                             hint="pass the folder written by `edgekd run --out DIR`")
-    recipe = load_recipe_and_check(str(recipe_path), [])
-    splits = load_data(recipe.data, recipe.seed)
-    calib, _ = to_numpy(splits.train_eval, limit=samples or recipe.quantize.calib_samples)
-    return calib, to_numpy(splits.val)
+    require_train_extra()
+    return calibration_data(run_dir, samples)

@@ -1,8 +1,8 @@
 """Knowledge-distillation losses. Each is a small ``nn.Module`` usable in any training loop.
 
 Every loss returns ``{"loss": scalar, "parts": {term: detached scalar}}`` so each term can be logged
-(the trainer adds ``"logits"``). Losses are registered by name (``kd``, ``dkd``, ``fitnet``, ``at``,
-``multi``) and built from a recipe's ``distill`` section by :func:`create_loss`.
+(the trainer adds ``"logits"``). Losses are registered by name in :data:`edgekd.distill.LOSSES` (``kd``, ``dkd``,
+``fitnet``, ``at``, ``multi``) and built from a recipe's ``distill`` section by :func:`create_loss`.
 
 Logit losses take ``(student_logits, teacher_logits, labels)``; the multi-teacher loss takes the teachers'
 logits stacked as ``(B, K, C)``. Feature losses (``uses_features = True``) also take the student's and the
@@ -23,16 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgekd.deploy.errors import UsageError
-
-LOSSES: dict[str, type[nn.Module]] = {}
-
-
-def register(name: str):
-    """Class decorator: make a loss available to :func:`create_loss` under ``name``."""
-    def deco(cls):
-        LOSSES[name] = cls
-        return cls
-    return deco
+from edgekd.distill import LOSSES
 
 
 def kd_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -47,7 +38,6 @@ def _ce(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> t
     return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
 
 
-@register("kd")
 class KDLoss(nn.Module):
     """Vanilla KD (Hinton, Vinyals, Dean 2015, "Distilling the Knowledge in a Neural Network").
 
@@ -77,7 +67,6 @@ def _split_target(log_p: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
     return torch.cat([log_gt, log_rest], dim=1), ~gt
 
 
-@register("dkd")
 class DKDLoss(nn.Module):
     """Decoupled KD (Zhao, Cui, Song, Qiu, Liang, CVPR 2022, "Decoupled Knowledge Distillation").
 
@@ -127,7 +116,6 @@ def mixture_log_probs(teacher_logits: torch.Tensor, temperature: float,
     return torch.logsumexp(log_p + w.log()[None, :, None], dim=1)
 
 
-@register("multi")
 class MultiTeacherKDLoss(nn.Module):
     """Multi-teacher KD: the soft target is the (weighted) average of the teachers' softened probabilities
     (Hinton et al. 2015 §2 on ensembles; You et al., KDD 2017, "Learning from Multiple Teacher Networks").
@@ -210,7 +198,6 @@ def make_projection(student_shape: Sequence[int], teacher_shape: Sequence[int], 
                      hint="pair layers of the same kind: conv maps (C, H, W) or vectors (D)")
 
 
-@register("fitnet")
 class FitNetLoss(FeatureKDLoss):
     """FitNets hints (Romero et al., ICLR 2015, "FitNets: Hints for Thin Deep Nets") on top of vanilla KD.
 
@@ -261,7 +248,6 @@ def attention_map(feat: torch.Tensor, size: Sequence[int] | None = None) -> torc
     return F.normalize(a.flatten(1), dim=1)
 
 
-@register("at")
 class ATLoss(FeatureKDLoss):
     """Attention transfer (Zagoruyko & Komodakis, ICLR 2017, "Paying More Attention to Attention").
 
@@ -294,7 +280,4 @@ def create_loss(method: str, cfg, **extra) -> nn.Module:
     Example:
         >>> loss_fn = create_loss("dkd", recipe.distill, label_smoothing=0.0)  # doctest: +SKIP
     """
-    cls = LOSSES.get(method)
-    if cls is None:
-        raise UsageError(f"unknown distillation method '{method}'", hint=f"registered: {sorted(LOSSES)}")
-    return cls.from_config(cfg, **extra)
+    return LOSSES.get(method).from_config(cfg, **extra)

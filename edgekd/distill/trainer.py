@@ -69,6 +69,11 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
     resumed_from_epoch: int | None = None
+    selected_by: str = "best-val-top1"
+
+    @property
+    def best_score(self) -> float:
+        return self.best_val_top1
 
 
 def resolve_device(name: str = "auto") -> torch.device:

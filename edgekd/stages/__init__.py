@@ -1,0 +1,48 @@
+"""The pipeline's stages, registered in order: each names the artifact it returns, the stages whose artifacts
+it needs, and the recipe sections it depends on (what makes its saved record stale). Importing this
+package does not import torch.
+
+| stage | returns | needs | recipe sections |
+|---|---|---|---|
+| data | DataArtifact | – | seed, data |
+| teacher | TeacherArtifact | data | seed, data, teacher |
+| distill | DistillArtifact | data, teacher | seed, data, teacher, student, distill, train |
+| export | ExportArtifact | data, teacher, distill | export |
+| quantize | QuantizeArtifact | data, export | quantize, bundle |
+| benchmark | BenchmarkArtifact | data, teacher, distill, export, quantize | bench |
+| report | ReportArtifact | data, teacher, distill, export, quantize, benchmark | name, bundle |
+"""
+
+from __future__ import annotations
+
+from edgekd.artifacts import (
+    BenchmarkArtifact,
+    DataArtifact,
+    DistillArtifact,
+    ExportArtifact,
+    QuantizeArtifact,
+    ReportArtifact,
+    TeacherArtifact,
+)
+from edgekd.deploy.registry import Registry
+from edgekd.pipeline import Stage
+from edgekd.stages.benchmark import run_benchmark
+from edgekd.stages.export import run_export
+from edgekd.stages.quantize import run_quantize
+from edgekd.stages.report import run_report
+from edgekd.stages.train import run_data, run_distill, run_teacher
+
+STAGES: Registry[Stage] = Registry("stage")
+_TRAINING = ("seed", "data", "teacher", "student", "distill", "train")
+for _stage in (
+    Stage("data", run_data, DataArtifact, (), ("seed", "data"), all_ranks=True),
+    Stage("teacher", run_teacher, TeacherArtifact, ("data",), ("seed", "data", "teacher"), all_ranks=True),
+    Stage("distill", run_distill, DistillArtifact, ("data", "teacher"), _TRAINING, all_ranks=True),
+    Stage("export", run_export, ExportArtifact, ("data", "teacher", "distill"), ("export",)),
+    Stage("quantize", run_quantize, QuantizeArtifact, ("data", "export"), ("quantize", "bundle")),
+    Stage("benchmark", run_benchmark, BenchmarkArtifact, ("data", "teacher", "distill", "export", "quantize"),
+          ("bench",)),
+    Stage("report", run_report, ReportArtifact, ("data", "teacher", "distill", "export", "quantize", "benchmark"),
+          ("name", "bundle")),
+):
+    STAGES.register(_stage.name, _stage)

@@ -1,0 +1,56 @@
+"""The export stage: student and teacher to ONNX, each gated on parity with PyTorch before it is kept.
+
+:func:`export_model` is also the library function behind ``edgekd export RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekd import __version__
+from edgekd.artifacts import ExportArtifact, ModelFile, OnnxModel
+from edgekd.deploy.fileio import sha256_file
+
+#: test samples the parity gate compares on (plus batches of 1 and 7)
+PARITY_SAMPLES = 256
+
+
+def export_model(model, splits, weights: Path, out: Path, *, role: str, cfg, simplify: bool | None = None):
+    """Export ``model`` (trained weights ``weights``) to ``out`` with the data's preprocessing contract and
+    labels in its metadata, gated on parity with PyTorch on real test inputs.
+
+    Returns:
+        :class:`~edgekd.deploy.export.ExportOutcome`.
+    """
+    import torch
+
+    from edgekd.data import to_numpy
+    from edgekd.deploy.export import export_metadata, export_verified
+
+    x_test, _ = to_numpy(splits.test, limit=PARITY_SAMPLES)
+    meta = export_metadata(__version__, source_sha256=sha256_file(weights), preprocessing=splits.preprocessing,
+                           labels=splits.labels, role=role)
+    model = model.cpu().eval()
+    return export_verified(model, torch.from_numpy(x_test[:1]), out, x_test, atol=cfg.atol, opset=cfg.opset,
+                           metadata=meta, exporter=cfg.exporter, fallback=cfg.fallback,
+                           simplify=cfg.simplify if simplify is None else simplify)
+
+
+def run_export(ctx) -> ExportArtifact:
+    r, models, used = ctx.recipe, [], set()
+    for name in ("student", "teacher"):
+        trained = ctx.artifact("distill").student if name == "student" else ctx.artifact("teacher").model
+        outcome = export_model(ctx.model(name), ctx.splits, ctx.run.path(trained.weights.path),
+                               ctx.run.onnx(name), role=name, cfg=r.export)
+        ctx.model(name).to(ctx.device)
+        details = {"parity": outcome.parity.to_dict(), "exporter": outcome.exporter,
+                   "fallback_reason": outcome.fallback_reason,
+                   "simplified": outcome.simplified.reason if outcome.simplified else None}
+        models.append(OnnxModel(f"{name}-onnx-fp32", name, name, "fp32", "export",
+                                ModelFile(ctx.run.rel(outcome.path), sha256_file(outcome.path)), trained.params,
+                                details))
+        used.add(outcome.exporter)
+        ctx.ui.done("export", f"{outcome.path.name} ({outcome.exporter}"
+                              f"{', fallback: ' + outcome.fallback_reason if outcome.fallback_reason else ''}): "
+                              + "; ".join(outcome.parity.lines))
+    return ExportArtifact(r.export.opset, "+".join(sorted(used)), tuple(models))
