@@ -20,9 +20,9 @@ from edgekd.benchmarks.harness import (
     summarize,
     throughput,
 )
+from edgekd.benchmarks.plots import pareto_front
 from edgekd.benchmarks.results import Latency
 from edgekd.deploy.typed import from_json, to_json
-from edgekd.benchmarks.plots import pareto_front
 
 SLOW_S = 0.15
 

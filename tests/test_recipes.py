@@ -4,7 +4,6 @@ goes through; a torchvision pair and a user-factory model run through `edgekd di
 from __future__ import annotations
 
 import dataclasses
-import json
 import textwrap
 from pathlib import Path
 
