@@ -80,12 +80,11 @@ class AccuracyAwareResult:
 
 def top1(model_path: str | os.PathLike, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
     """Top-1 accuracy of an ONNX classifier on ``(x, y)`` with ONNX Runtime on CPU."""
-    from edgekd.deploy.runtime.ort import create_session
+    from edgekd.deploy.runtime.ort import OnnxrtRunner
+    from edgekd.deploy.runtime.runner import top1 as runner_top1
 
-    session, _ = create_session(model_path, "cpu")
-    name = session.get_inputs()[0].name
-    preds = [session.run(None, {name: x[i:i + batch]})[0].argmax(axis=1) for i in range(0, len(x), batch)]
-    return float((np.concatenate(preds) == np.asarray(y)).mean())
+    with OnnxrtRunner(model_path, "cpu") as runner:
+        return runner_top1(runner, {runner.inputs()[0].name: x}, y, chunk=batch)
 
 
 def tensor_sensitivity(float_path: Path, int8_path: Path, x: np.ndarray, workdir: Path) -> dict[str, float]:

@@ -248,13 +248,13 @@ def _stamp(path: Path, info: dict) -> None:
 
 def smoke_test(path: str | os.PathLike, sample: np.ndarray | None = None, input_name: str | None = None) -> None:
     """Load ``path`` in ONNX Runtime (CPU) and run ``sample``; outputs must be finite."""
-    from edgekd.deploy.runtime.ort import create_session
+    from edgekd.deploy.runtime.ort import OnnxrtRunner
 
-    session, _ = create_session(path, "cpu")
-    if sample is None:
-        return
-    name = input_name or session.get_inputs()[0].name
-    for out in session.run(None, {name: sample}):
+    with OnnxrtRunner(path, "cpu") as runner:
+        if sample is None:
+            return
+        outputs = runner.infer({input_name or runner.inputs()[0].name: sample})
+    for out in outputs.values():
         if np.issubdtype(out.dtype, np.floating) and not np.isfinite(out).all():
             raise VerificationError(f"{path}: the quantized model outputs NaN/Inf",
                                     hint="quantization broke the model; try another method or keep FP32")

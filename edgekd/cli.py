@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from edgekd import __version__
@@ -74,32 +75,48 @@ def report_error(exc: BaseException) -> int:
     return 1
 
 
+def translate(exc: BaseException) -> BaseException:
+    """Known failures from below edgekd (a missing package, a full disk) as the user errors they are."""
+    from edgekd.commands._common import TRAIN_MODULES
+    from edgekd.deploy.errors import DependencyError, ResourceError
+
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in TRAIN_MODULES:
+        return DependencyError(f"this command needs the Python package '{exc.name}', which is not installed",
+                               hint="install the training extra: pip install 'edgekd[train,ort]'")
+    if isinstance(exc, OSError) and exc.errno in (28, 27, 122):
+        return ResourceError(f"{exc.strerror}: {exc.filename or ''}".strip(": "),
+                             hint="free disk space or choose another --out folder")
+    return exc
+
+
 def main(argv: list[str] | None = None) -> int:
+    from edgekd.factories import ENV_SWITCH
+
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args)
+    policy = os.environ.get(ENV_SWITCH)
     try:
         return int(args._main(args) or 0)
     except KeyboardInterrupt:
         _stderr_console().print("interrupted")
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
-        from edgekd.commands._common import TRAIN_MODULES
-        from edgekd.deploy.errors import DependencyError, EdgekdError, ResourceError
+        from edgekd.deploy.errors import EdgekdError
 
-        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in TRAIN_MODULES:
-            exc = DependencyError(f"this command needs the Python package '{exc.name}', which is not installed",
-                                  hint="install the training extra: pip install 'edgekd[train,ort]'")
-        if isinstance(exc, OSError) and exc.errno in (28, 27, 122):
-            exc = ResourceError(f"{exc.strerror}: {exc.filename or ''}".strip(": "),
-                                hint="free disk space or choose another --out folder")
+        exc = translate(exc)
         if args.debug:
             import traceback
 
             traceback.print_exc()
-        if not isinstance(exc, EdgekdError) and args.debug:
-            return 1
+            if not isinstance(exc, EdgekdError):
+                return 1
         return report_error(exc)
+    finally:  # --no-factories holds for this command only (the process may run more: tests, notebooks)
+        if policy is None:
+            os.environ.pop(ENV_SWITCH, None)
+        else:
+            os.environ[ENV_SWITCH] = policy
 
 
 if __name__ == "__main__":

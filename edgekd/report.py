@@ -163,6 +163,22 @@ def artifact_table(rows: list[ResultRow], title: str, columns: list[str] = FULL,
     return Table(title, columns, cells, notes)
 
 
+def latency_table(rows: list[ResultRow]) -> Table:
+    """Per model and batch size: the latency statistics (``edgekd bench``'s table)."""
+    cells = []
+    for r in rows:
+        if r.error:
+            cells.append([r.name, str(r.batch), f"failed: {r.error}"] + [""] * 10)
+            continue
+        lat = r.latency
+        cells.append([r.name, str(r.batch), *(fmt_ms(getattr(lat, k)) for k in ("p50", "p90", "p95", "p99", "mean",
+                                                                                "std", "min", "max")),
+                      f"{lat.cv:.1%}" + (" ⚠" if lat.noisy else ""), fmt_int(round(r.throughput_sps)),
+                      fmt_int(lat.runs)])
+    return Table("latency in ms", ["model", "batch", "p50", "p90", "p95", "p99", "mean", "std", "min", "max", "CV",
+                                   "samples/s", "runs"], cells)
+
+
 def distillation_table(dist: dict) -> Table:
     rows = [["method", str(dist.get("method", "–"))], ["temperature", str(dist.get("temperature", "–"))],
             ["alpha", str(dist.get("alpha", "–"))], ["teacher outputs", str(dist.get("teacher_outputs", "–"))],

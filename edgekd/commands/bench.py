@@ -122,26 +122,10 @@ def main(args) -> int:
 
 def print_report(console, doc) -> None:
     """The latency table, what each model is, which is faster beyond noise, the device and its software."""
-    from rich import box
-    from rich.markup import escape
-    from rich.table import Table
-
-    from edgekd.report import fmt_int, fmt_ms, fmt_pct, fmt_size
+    from edgekd.report import fmt_int, fmt_ms, fmt_pct, fmt_size, latency_table
 
     rows = doc.artifacts
-    table = Table(title="latency in ms", title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("model", "batch", "p50", "p90", "p95", "p99", "mean", "std", "min", "max", "CV", "samples/s", "runs"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for r in rows:
-        if r.error:
-            table.add_row(escape(r.name), str(r.batch), f"[red]failed: {escape(r.error)}[/]", *[""] * 10)
-            continue
-        lat = r.latency
-        cv = f"{lat.cv:.1%}" + (" [yellow]⚠[/]" if lat.noisy else "")
-        table.add_row(escape(r.name), str(r.batch), *(fmt_ms(getattr(lat, k)) for k in (
-            "p50", "p90", "p95", "p99", "mean", "std", "min", "max")), cv, fmt_int(round(r.throughput_sps)),
-            fmt_int(lat.runs))
-    console.print(table)
+    console.print(latency_table(list(rows)).rich())
     for r in {r.name: r for r in rows}.values():
         cold = r.cold_start
         console.print(f"{r.name}: {r.path}  {r.format} {r.precision}  size {fmt_size(r.size_bytes)}  params "
