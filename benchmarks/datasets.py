@@ -17,11 +17,12 @@ Example:
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from edgekd.deploy.errors import InputFileError, UsageError
+from edgekd.deploy.errors import InputFileError, ResourceError, UsageError
 
 INPUT_KEYS = ("inputs", "x", "images")
 LABEL_KEYS = ("labels", "y")
@@ -53,15 +54,71 @@ def load_labelled(path: str | os.PathLike, preprocessing=None, labels=()) -> tup
     return np.ascontiguousarray(x), y
 
 
-def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, bool]:
-    """``(inputs, labels, normalized)`` from a ``.npz`` (never unpickles objects)."""
+#: an .npz whose arrays declare more bytes than this (2 GiB: far more than calibration or evaluation needs) is
+#: refused before anything is decompressed
+MAX_NPZ_BYTES = 2 << 30
+
+
+def npz_limit() -> int:
+    """:data:`MAX_NPZ_BYTES`, or half of the memory available now when that is less (Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+        return min(MAX_NPZ_BYTES, avail // 2)
+    except (OSError, StopIteration, ValueError):
+        return MAX_NPZ_BYTES
+
+
+def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Each array's shape and dtype, read from the ``.npy`` headers inside the archive (no data decompressed)."""
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with z.open(info) as f:
+                    major, _ = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(f)
+                out[info.filename[:-4]] = (tuple(shape), dtype)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise InputFileError(f"{path} is not a readable .npz file: {exc}",
+                             hint="save it with numpy.savez(path, inputs=x, labels=y)") from None
+    return out
+
+
+def read_npz(path: str | os.PathLike, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz``, after checking from its headers that none holds objects (pickles are never
+    loaded) and that together they fit in ``max_bytes`` (default :func:`npz_limit`).
+
+    Raises:
+        InputFileError: not a readable archive, or an object array. ResourceError: declared size too large.
+    """
+    path = Path(path)
     if not path.is_file():
-        raise InputFileError(f"data file not found: {path}")
+        raise InputFileError(f"data file not found: {path}", hint="check the path")
+    headers = npz_headers(path)
+    limit = npz_limit() if max_bytes is None else max_bytes
+    objects = [k for k, (_, dtype) in headers.items() if dtype.hasobject]
+    if objects:
+        raise InputFileError(f"{path} holds object arrays {objects} (pickled Python objects are never loaded)",
+                             hint="save plain numeric arrays with numpy.savez")
+    declared = sum(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize for shape, dtype in headers.values())
+    if declared > limit:
+        raise ResourceError(f"{path} ({path.stat().st_size:,} bytes on disk) declares {declared / 2**30:.1f} GiB of "
+                            f"arrays; refusing to load more than {limit / 2**30:.1f} GiB",
+                            hint="pass a smaller sample of the data")
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as exc:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise InputFileError(f"{path} is not a readable .npz file: {exc}") from None
+
+
+def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``(inputs, labels, normalized)`` from a ``.npz`` (:func:`read_npz`: bounded, never unpickles)."""
+    arrays = read_npz(path)
     x = next((arrays[k] for k in INPUT_KEYS if k in arrays), None)
     y = next((arrays[k] for k in LABEL_KEYS if k in arrays), None)
     if x is None or y is None:

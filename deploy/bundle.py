@@ -45,8 +45,9 @@ MAX_SAMPLE_BYTES = 256 << 20
 def write_bundle(out_dir: str | os.PathLike, model_path: str | os.PathLike, manifest: BundleManifest,
                  extra_files: dict[str, str | os.PathLike] | None = None, *,
                  protect: str | os.PathLike | None = None) -> Path:
-    """Copy ``model_path`` (as ``manifest.model``) and ``extra_files`` (bundle name → source file) into
-    ``out_dir`` with ``model.json`` and ``SHA256SUMS``, atomically.
+    """Copy ``model_path`` (as ``manifest.model``), the external-data files it references (same relative
+    names) and ``extra_files`` (bundle name → source file) into ``out_dir`` with ``model.json`` and
+    ``SHA256SUMS`` covering every file, atomically.
 
     Args:
         protect: a folder the bundle must not be written into or over (the run it comes from).
@@ -56,8 +57,9 @@ def write_bundle(out_dir: str | os.PathLike, model_path: str | os.PathLike, mani
     """
     out_dir, model_path = Path(out_dir), Path(model_path)
     check_destination(out_dir, protect)
-    check_model(model_path)
-    extra = {name: Path(src) for name, src in (extra_files or {}).items()}
+    info = check_model(model_path)  # external data stays inside the model's folder: copy it along, same names
+    extra = {t.external: model_path.parent / t.external for t in info.tensors if t.external}
+    extra.update({name: Path(src) for name, src in (extra_files or {}).items()})
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     recover(out_dir)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".staging", dir=out_dir.parent))

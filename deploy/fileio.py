@@ -93,6 +93,43 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def made_by_edgekd(path: str | os.PathLike) -> bool:
+    """Whether an existing output file is one edgekd wrote (and may replace): an ONNX model with edgekd's
+    producer or metadata, an edgekd JSON document, a report, or an engine whose sidecar is edgekd's."""
+    path = Path(path)
+    try:
+        if path.suffix == ".onnx":
+            from edgekd.deploy.runtime.onnxinfo import read_onnx
+
+            info = read_onnx(path)
+            return info.producer == "edgekd" or any(k.startswith("edgekd") for k in info.metadata)
+        if path.suffix == ".json":
+            doc = json.loads(path.read_text())
+            return isinstance(doc, dict) and ("edgekd_version" in doc or doc.get("format", "").startswith("edgekd"))
+        if path.suffix in (".md", ".html"):
+            return "edgekd" in path.read_text(errors="replace")[:400]
+        sidecar = path.with_name(path.name + ".json")
+        return sidecar.is_file() and made_by_edgekd(sidecar)
+    except Exception:  # noqa: BLE001 - unreadable or unparseable means: not provably ours
+        return False
+
+
+def refuse_foreign(path: str | os.PathLike, option: str = "--out") -> None:
+    """Never overwrite what edgekd did not make: an existing ``path`` must be edgekd's own output.
+
+    Raises:
+        UsageError: ``path`` is a folder, or a file edgekd did not write.
+    """
+    from edgekd.deploy.errors import UsageError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder, expected a file name", hint=f"e.g. {option} {path / 'out'}")
+    if path.exists() and not made_by_edgekd(path):
+        raise UsageError(f"{option} {path} exists and edgekd did not write it; refusing to overwrite it",
+                         hint="choose another file name (edgekd only replaces its own outputs)")
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 
 from edgekd import __version__
@@ -75,18 +76,50 @@ def report_error(exc: BaseException) -> int:
     return 1
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (how schedulers stop jobs), handled like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def translate(exc: BaseException) -> BaseException:
-    """Known failures from below edgekd (a missing package, a full disk) as the user errors they are."""
+    """Known failures from below edgekd (a missing package, a full disk, an unwritable folder, memory, ONNX
+    Runtime refusing an input, a bad archive) as the user errors they are, with their documented exit codes."""
+    import errno
+    import zipfile
+
     from edgekd.commands._common import TRAIN_MODULES
-    from edgekd.deploy.errors import DependencyError, ResourceError
+    from edgekd.deploy.errors import DependencyError, InputFileError, ResourceError, UsageError
 
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in TRAIN_MODULES:
         return DependencyError(f"this command needs the Python package '{exc.name}', which is not installed",
                                hint="install the training extra: pip install 'edgekd[train,ort]'")
-    if isinstance(exc, OSError) and exc.errno in (28, 27, 122):
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return ResourceError(f"{exc.strerror}: {exc.filename or ''}".strip(": "),
                              hint="free disk space or choose another --out folder")
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return InputFileError(f"cannot write or read {exc.filename or 'a file'}: {exc.strerror}",
+                              hint="choose a folder you can write (check its permissions; is it read-only?)")
+    oom = "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower()
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (isinstance(exc, RuntimeError)
+                                                                                    and oom):
+        return ResourceError(f"out of memory ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})",
+                             hint="lower data.batch_size / data.eval_batch_size, or use a machine with more memory")
+    if isinstance(exc, zipfile.BadZipFile):
+        return InputFileError(f"not a readable zip/.npz archive: {exc}", hint="re-create the file")
+    if type(exc).__module__.startswith("onnxruntime"):
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        cls = UsageError if type(exc).__name__ == "InvalidArgument" else InputFileError
+        return cls(f"ONNX Runtime refused it: {first}", hint="check the model and the inputs you gave it")
     return exc
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,11 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _configure_logging(args)
     policy = os.environ.get(ENV_SWITCH)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
         return int(args._main(args) or 0)
-    except KeyboardInterrupt:
-        _stderr_console().print("interrupted")
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        resumable = " — nothing half-written is kept; continue with --resume" if args.command in ("run",
+                                                                                             "distill") else ""
+        _stderr_console().print(f"interrupted ({how}){resumable}", markup=False)
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
         from edgekd.deploy.errors import EdgekdError
 
@@ -112,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             if not isinstance(exc, EdgekdError):
                 return 1
         return report_error(exc)
-    finally:  # --no-factories holds for this command only (the process may run more: tests, notebooks)
+    finally:  # --no-factories and the SIGTERM handler hold for this command only (tests, notebooks run more)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if policy is None:
             os.environ.pop(ENV_SWITCH, None)
         else:

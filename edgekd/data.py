@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +60,19 @@ class Indexed:
         return len(self.indices)
 
     def __getitem__(self, i):
-        x, y = self.base[int(self.indices[i])][:2]
+        x, y = read_sample(self.base, int(self.indices[i]))
         return x, int(y), i
+
+
+def read_sample(dataset, index: int):
+    """``dataset[index][:2]``; a file that cannot be decoded is an :class:`InputFileError` naming it."""
+    try:
+        return dataset[index][:2]
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL: UnidentifiedImageError (OSError), truncated files
+        samples = getattr(dataset, "samples", None)
+        where = samples[index][0] if isinstance(samples, list) else f"sample {index} of {type(dataset).__name__}"
+        raise InputFileError(f"cannot read {where}: {str(exc).splitlines()[0][:200] if str(exc) else exc!r}",
+                             hint="replace or remove the corrupt file") from None
 
 
 class TensorSplit:
@@ -88,6 +100,31 @@ def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: flo
         val += list(idx[n_test:n_test + n_val])
         train += list(idx[n_test + n_val:])
     return np.sort(train), np.sort(val), np.sort(test)
+
+
+def content_identity(dataset) -> str:
+    """A digest of a dataset's *content*, so caches and ``--resume`` see replaced samples, not just names.
+
+    In-memory arrays (``.data``: MNIST, CIFAR, …) are hashed whole; file-backed folders (``.samples``:
+    ImageFolder) by every file's path, size and modification time; anything else sample by sample. The full
+    label list is always part of it.
+    """
+    h = hashlib.sha256()
+    data = getattr(dataset, "data", None)
+    samples = getattr(dataset, "samples", None)
+    if data is not None and hasattr(data, "shape"):
+        h.update(np.ascontiguousarray(np.asarray(data)).tobytes())
+    elif isinstance(samples, list) and samples and isinstance(samples[0], tuple):
+        for path, label in samples:
+            st = os.stat(path)
+            h.update(f"{path}|{st.st_size}|{st.st_mtime_ns}|{label}\n".encode())
+    else:
+        for i in range(len(dataset)):
+            x, y = read_sample(dataset, i)
+            h.update(np.ascontiguousarray(np.asarray(x)).tobytes())
+            h.update(f"|{y}".encode())
+    h.update(np.asarray(_targets(dataset), dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
 
 
 def _identity(*parts) -> str:
@@ -153,7 +190,7 @@ def channel_stats(build: Callable, cfg, indices: np.ndarray, channels: int) -> t
         indices, STATS_SAMPLES, replace=False)
     s1, s2, n = np.zeros(channels), np.zeros(channels), 0
     for i in pick:
-        x = np.asarray(ds[int(i)][0], dtype=np.float64).reshape(channels, -1)
+        x = np.asarray(read_sample(ds, int(i))[0], dtype=np.float64).reshape(channels, -1)
         s1 += x.sum(1)
         s2 += (x * x).sum(1)
         n += x.shape[1]
@@ -172,7 +209,7 @@ def _image_contract(cfg, channels: int, size: tuple[int, int], mean, std) -> Ima
 def _from_datasets(name: str, build: Callable, cfg, seed: int, has_test_split: bool) -> DataSplits:
     """Common path for torchvision-style datasets. ``build(train: bool, transform)`` makes a dataset."""
     probe = build(True, None)
-    first = probe[0][0]
+    first = read_sample(probe, 0)[0]
     channels = len(first.getbands()) if hasattr(first, "getbands") else int(np.shape(first)[0])
     labels = np.asarray(_targets(probe))
     if cfg.limit:
@@ -194,8 +231,8 @@ def _from_datasets(name: str, build: Callable, cfg, seed: int, has_test_split: b
     if has_test_split and cfg.limit:
         test = Indexed(test.base, np.arange(min(len(test.base), max(cfg.limit // 5, 1))))
     classes = list(getattr(probe, "classes", None) or [str(i) for i in range(int(labels.max()) + 1)])
-    ident = _identity(name, cfg.root, len(labels), labels[:200].tolist(), cfg.val_fraction, test_frac, seed,
-                      pre.to_dict(), cfg.transforms)
+    ident = _identity(name, content_identity(probe), cfg.limit, cfg.val_fraction, test_frac, seed, pre.to_dict(),
+                      cfg.transforms, content_identity(build(False, None)) if has_test_split else None)
     return DataSplits(Indexed(full_train, tr), Indexed(full_eval, tr), Indexed(full_eval, va), test,
                       len(classes), tuple(x0.shape), [str(c) for c in classes], pre, ident,
                       augmented=bool(cfg.augment))
@@ -270,7 +307,7 @@ def _factory(spec: str, cfg, seed: int) -> DataSplits:
     if cfg.limit:
         labels = labels[:cfg.limit]
     tr, va, te = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, seed)
-    ident = _identity(spec, cfg.kwargs, len(labels), labels[:200].tolist(), seed)
+    ident = _identity(spec, cfg.kwargs, content_identity(result), cfg.limit, cfg.val_fraction, cfg.test_fraction, seed)
     classes = list(getattr(result, "classes", None) or [str(i) for i in range(int(labels.max()) + 1)])
     return DataSplits(Indexed(result, tr), Indexed(result, tr), Indexed(result, va), Indexed(result, te),
                       len(classes), tuple(x0.shape), [str(c) for c in classes], _factory_contract(x0), ident)
@@ -307,7 +344,7 @@ def _from_dict(spec: str, parts: dict, cfg, seed: int) -> DataSplits:
     if not isinstance(pre, ImagePreprocessing):
         raise UsageError(f"data factory '{spec}': 'preprocessing' must be an ImagePreprocessing, got "
                          f"{type(pre).__name__}", hint="from edgekd.deploy.runtime.preprocess import ImagePreprocessing")
-    ident = _identity(spec, cfg.kwargs, len(labels), labels[:200].tolist(), seed)
+    ident = _identity(spec, cfg.kwargs, *(content_identity(parts[k]) for k in ("train", "val", "test")), seed)
     return DataSplits(Indexed(parts["train"]), Indexed(parts.get("train_eval", parts["train"])),
                       Indexed(parts["val"]), Indexed(parts["test"]), len(classes), tuple(x0.shape),
                       [str(c) for c in classes], pre, ident, augmented=bool(cfg.augment))

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -253,27 +254,46 @@ def run_pipeline(recipe, out: str | os.PathLike, *, stages=None, resume: bool = 
     _check_out(run)
     records, artifacts, stale = load_fresh(run, recipe, all_stages) if run.root.is_dir() else ({}, {}, {})
     if resume:
-        _check_resumable(run, recipe, records, stale)
+        _check_resumable(run, recipe)
     todo = plan(all_stages, wanted, records, stale, resume)
+    planned = {k: r.digest for k, r in records.items()}
     ctx = Context(recipe, run, ui=ui or UI(), resume=resume, records=records, artifacts=artifacts)
+    if resume:
+        ctx.ui.stage("resume", _found(run, records, todo))
     distributed.init()
     from edgekd.stages.train import prepare
 
     prepare(ctx, todo)  # data loaded, models built and checked: still nothing written
     todo = plan(all_stages, wanted, ctx.records, stale, resume)  # the data record may have changed
-    _prepare_out(ctx)
-    ran = []
-    for stage in (s for s in all_stages if s.name in todo):
-        if not distributed.is_main() and not stage.all_ranks:
-            continue
-        t0 = time.perf_counter()
-        artifact = stage.run(ctx)
-        ctx.timings[stage.name] = round(time.perf_counter() - t0, 3)
-        _record(ctx, stage, artifact)
-        ran.append(stage.name)
-    complete = _finish(ctx, all_stages)
+    with run.writer() if distributed.is_main() else contextlib.nullcontext():
+        _check_unchanged(run, recipe, all_stages, planned)
+        _prepare_out(ctx)
+        ran = [stage.name for stage in all_stages if stage.name in todo and _run_stage(ctx, stage)]
+        complete = _finish(ctx, all_stages)
     distributed.barrier()
     return RunResult(run, ctx.artifacts, tuple(ran), complete)
+
+
+def _check_unchanged(run: RunFolder, recipe, stages: list[Stage], planned: dict[str, str]) -> None:
+    """Under the writer lock: the records are still the ones this run planned with (no other writer slipped in
+    between planning and locking)."""
+    if not distributed.is_main() or not run.root.is_dir():
+        return
+    now = load_fresh(run, recipe, stages)[0]
+    if {k: r.digest for k, r in now.items()} != planned:
+        raise UsageError(f"{run.root} changed while this run was starting (another edgekd writing it?)",
+                         hint="run again once the other run has finished, or choose another --out folder")
+
+
+def _run_stage(ctx: Context, stage: Stage) -> bool:
+    """Run one stage and record its artifact; ``False`` on ranks other than 0 for rank-0-only stages."""
+    if not distributed.is_main() and not stage.all_ranks:
+        return False
+    t0 = time.perf_counter()
+    artifact = stage.run(ctx)
+    ctx.timings[stage.name] = round(time.perf_counter() - t0, 3)
+    _record(ctx, stage, artifact)
+    return True
 
 
 def _record(ctx: Context, stage: Stage, artifact) -> None:
@@ -310,7 +330,16 @@ def _check_out(run: RunFolder) -> None:
                          hint="choose a new or empty folder (edgekd only writes into its own run folders)")
 
 
-def _check_resumable(run: RunFolder, recipe, records: dict, stale: dict) -> None:
+def _found(run: RunFolder, records: dict, todo: list[str]) -> str:
+    """What ``--resume`` found in the folder and what it will run."""
+    checkpoints = sorted(p.parent.name for p in run.root.glob("checkpoints/*/last.pt"))
+    kept = [n for n in records if n not in todo]
+    return (f"found {', '.join(kept) or 'no finished stage'}"
+            + (f" and checkpoints of {', '.join(checkpoints)}" if checkpoints else "")
+            + f"; running {', '.join(todo) or 'nothing (the run is complete)'}")
+
+
+def _check_resumable(run: RunFolder, recipe) -> None:
     """``--resume`` continues a run that started with the same recipe; it says what it found."""
     if not run.exists():
         raise ResumeError(f"--resume: {run.root} holds no run to continue (no recipe.yaml)",
@@ -325,8 +354,6 @@ def _check_resumable(run: RunFolder, recipe, records: dict, stale: dict) -> None
     if diffs:
         raise ResumeError(f"--resume refused: the recipe changed since the run started: {'; '.join(diffs[:5])}",
                           hint="resume with the same recipe and --set values, or use a new --out folder")
-    found = [n for n in records] + [f"checkpoint {p.parent.name}" for p in run.root.glob("checkpoints/*/last.pt")]
-    log.info("--resume: %s holds %s", run.root, ", ".join(found) or "a recipe only (starting the stages)")
 
 
 TRAINING_SECTIONS = ("seed", "data", "teacher", "student", "distill", "train")

@@ -12,12 +12,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ from typing import Any
 import yaml
 
 from edgekd.deploy.errors import InputFileError, RecipeError, UsageError
+from edgekd.deploy.typed import from_json
 
 
 def _choices(*values: str, default: str) -> Any:
@@ -38,22 +36,15 @@ def _registered(registry: str, default: Any, extra: tuple[str, ...] = ()) -> Any
     return field(metadata={"registry": registry, "extra": extra}, **kwargs)
 
 
-def registry_names(path: str) -> list[str]:
-    """The names of the registry at ``"module:attribute"``."""
-    import importlib
-
-    module, _, attr = path.partition(":")
-    return list(getattr(importlib.import_module(module), attr))
-
-
-def _range(default: Any, lo: float | None = None, hi: float | None = None) -> Any:
-    return field(default=default, metadata={"min": lo, "max": hi})
+def _range(default: Any, lo: float | None = None, hi: float | None = None, above: float | None = None) -> Any:
+    """A number within ``[lo, hi]`` (``above``: strictly greater than); ``None`` is allowed where the default is."""
+    return field(default=default, metadata={"min": lo, "max": hi, "above": above})
 
 
 @dataclass
 class TransformConfig:
-    resize: int | None = None
-    crop: int | None = None
+    resize: int | None = _range(None, 1, 8192)
+    crop: int | None = _range(None, 1, 8192)
     flip: bool = False
     mean: list[float] | None = None
     std: list[float] | None = None
@@ -65,7 +56,7 @@ class DataConfig:
     root: str | None = None
     download: bool = False
     kwargs: dict = field(default_factory=dict)
-    val_fraction: float = _range(0.15, 0.0, 0.5)
+    val_fraction: float = _range(0.15, None, 0.5, above=0.0)
     test_fraction: float = _range(0.2, 0.0, 0.5)
     batch_size: int = _range(64, 1, None)
     eval_batch_size: int = _range(256, 1, None)
@@ -73,26 +64,26 @@ class DataConfig:
     pin_memory: bool | None = None
     augment: bool = False
     transforms: TransformConfig = field(default_factory=TransformConfig)
-    limit: int | None = None
+    limit: int | None = _range(None, 1, None)
 
 
 @dataclass
 class TrainConfig:
     epochs: int = _range(20, 1, 100_000)
     optimizer: str = _choices("adamw", "sgd", default="adamw")
-    lr: float = _range(3e-3, 0.0, 10.0)
+    lr: float = _range(3e-3, None, 10.0, above=0.0)
     momentum: float = _range(0.9, 0.0, 1.0)
     weight_decay: float = _range(1e-4, 0.0, 1.0)
     schedule: str = _choices("cosine", "step", "constant", default="cosine")
     warmup_epochs: float = _range(0.0, 0.0, None)
     step_size: int = _range(10, 1, None)
-    gamma: float = _range(0.1, 0.0, 1.0)
-    grad_clip: float | None = None
-    early_stop_patience: int | None = None
+    gamma: float = _range(0.1, None, 1.0, above=0.0)
+    grad_clip: float | None = _range(None, None, None, above=0.0)
+    early_stop_patience: int | None = _range(None, 1, None)
     amp: str = _choices("auto", "bf16", "fp16", "off", default="auto")
     channels_last: bool | None = None
     device: str = "auto"
-    label_smoothing: float = _range(0.0, 0.0, 1.0)
+    label_smoothing: float = _range(0.0, 0.0, 0.99)
 
 
 @dataclass
@@ -107,7 +98,7 @@ class ModelConfig:
 class TeacherConfig(ModelConfig):
     train: TrainConfig = field(default_factory=TrainConfig)
     extra: list[ModelConfig] = field(default_factory=list)
-    weights_mix: list[float] | None = None
+    weights_mix: list[float] | None = _range(None, 0.0, None)
 
 
 @dataclass
@@ -128,7 +119,7 @@ class ExportConfig:
     opset: int = _range(18, 11, 23)
     exporter: str = _registered("edgekd.deploy.export:EXPORTERS", "dynamo")
     fallback: str | None = _registered("edgekd.deploy.export:EXPORTERS", "torchscript")
-    atol: float = _range(1e-4, 0.0, 1.0)
+    atol: float = _range(1e-4, None, 1.0, above=0.0)
     simplify: bool = False
 
 
@@ -149,7 +140,7 @@ class BenchConfig:
     min_time_s: float = _range(2.0, 0.0, 3600.0)
     throughput_batch: int = _range(64, 1, None)
     rounds: int = _range(5, 1, 100)
-    threads: int | None = None
+    threads: int | None = _range(None, 1, 4096)
     providers: list[str] = field(default_factory=lambda: ["cpu"])
 
 
@@ -184,95 +175,10 @@ class Recipe:
 
 
 # ----------------------------------------------------------------------------------------------- parsing
-def _convert(value: Any, hint: Any, path: str, problems: list[str]) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
-            return None
-        return _convert(value, args[0], path, problems)
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            problems.append(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
-            return hint()
-        return _build(hint, value, path, problems)
-    if origin is list:
-        (item,) = typing.get_args(hint) or (Any,)
-        if isinstance(value, (str, int, float)) and item is str:
-            value = [value]
-        if not isinstance(value, list):
-            problems.append(f"{path}: expected a list, got {type(value).__name__} {value!r}")
-            return []
-        return [_convert(v, item, f"{path}[{i}]", problems) for i, v in enumerate(value)]
-    if hint is dict or origin is dict:
-        if not isinstance(value, dict):
-            problems.append(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
-            return {}
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            problems.append(f"{path}: expected true/false, got {value!r}")
-        return bool(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            problems.append(f"{path}: expected an integer, got {value!r}")
-            return 0
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            problems.append(f"{path}: expected a number, got {value!r}")
-            return 0.0
-        return float(value)
-    if hint is str:
-        if isinstance(value, bool):  # YAML 1.1 reads off/on/no/yes as booleans: `amp: off` means "off"
-            return "on" if value else "off"
-        if not isinstance(value, str):
-            problems.append(f"{path}: expected a string, got {value!r}")
-            return str(value)
-        return value
-    return value
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    """A value quoted in an error message, truncated (recipes can hold huge values)."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
-
-
-def _build(cls, data: dict, prefix: str, problems: list[str]):
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
-            where = f"{prefix}." if prefix else ""
-            problems.append(f"unknown key '{path}'" + (f" (did you mean '{where}{close[0]}'?)" if close
-                                                       else f" (valid: {', '.join(fields)})"))
-            continue
-        before = len(problems)
-        converted = _convert(value, hints[key], path, problems)
-        meta = fields[key].metadata
-        if len(problems) > before:
-            kwargs[key] = converted
-            continue
-        choices = meta.get("choices") or (registry_names(meta["registry"]) + list(meta["extra"])
-                                          if "registry" in meta else None)
-        values = converted if isinstance(converted, list) else [converted]
-        for value in values:
-            if choices is not None and value is not None and value not in choices:
-                close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
-                problems.append(f"{path}: {_short(value)} is not one of {choices}"
-                                + (f" (did you mean '{close[0]}'?)" if close else ""))
-        if isinstance(converted, (int, float)) and not isinstance(converted, bool):
-            lo, hi = meta.get("min"), meta.get("max")
-            if (lo is not None and converted < lo) or (hi is not None and converted > hi):
-                problems.append(f"{path}: {converted} is outside [{lo}, {hi if hi is not None else '∞'}]")
-        kwargs[key] = converted
-    return cls(**kwargs)
+#: A recipe file larger than this, or expanding (through YAML anchors and aliases) to more values than this, is
+#: refused before it is expanded: a 1 KB "billion laughs" recipe must not hang the machine.
+MAX_RECIPE_BYTES = 1 << 20
+MAX_RECIPE_VALUES = 100_000
 
 
 def _check_combinations(r: Recipe, problems: list[str]) -> None:
@@ -307,6 +213,11 @@ def _check_combinations(r: Recipe, problems: list[str]) -> None:
             problems.append(f"{name} must not be empty")
     if r.data.transforms.std and any(s <= 0 for s in r.data.transforms.std):
         problems.append("data.transforms.std values must be > 0")
+    if r.teacher.weights_mix is not None and not sum(r.teacher.weights_mix) > 0:
+        problems.append("teacher.weights_mix must have a positive sum")
+    if r.data.transforms.crop and r.data.transforms.resize and r.data.transforms.crop > r.data.transforms.resize:
+        problems.append(f"data.transforms.crop {r.data.transforms.crop} is larger than data.transforms.resize "
+                        f"{r.data.transforms.resize}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -317,7 +228,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise UsageError(f"--set has an empty key in '{text}'", hint="e.g. --set train.epochs=3")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_yaml(raw, f"--set {key}") if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -337,14 +248,14 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 def recipe_from_dict(data: dict, source: str = "recipe") -> Recipe:
     """Validate a mapping into a :class:`Recipe`, reporting every problem in one :class:`RecipeError`."""
-    problems: list[str] = []
+    hint = "fix the recipe (or the --set values) and run again"
     if not isinstance(data, dict):
         raise RecipeError([f"expected a mapping at the top level, got {type(data).__name__}"], source)
-    recipe = _build(Recipe, data, "", problems)
-    if not problems:
-        _check_combinations(recipe, problems)
+    recipe = from_json(Recipe, data, source, hint, coerce=True, error=RecipeError)
+    problems: list[str] = []
+    _check_combinations(recipe, problems)
     if problems:
-        raise RecipeError(problems, source, hint="fix the recipe (or the --set values) and run again")
+        raise RecipeError(problems, source, hint=hint)
     return recipe
 
 
@@ -375,10 +286,41 @@ def resolve_recipe_path(name_or_path: str | os.PathLike | None) -> Path:
                          else "pass the path of a recipe YAML file (see models/ in the edgekd repository)")
 
 
+def _expanded_size(node, memo: dict) -> int:
+    """How many values a composed YAML node stands for once aliases are expanded (counted, not expanded)."""
+    key = id(node)
+    if key not in memo:
+        memo[key] = 1  # a node that refers to itself counts once
+        children = node.value if isinstance(node.value, list) else []
+        items = [c for pair in children for c in pair] if children and isinstance(children[0], tuple) else children
+        memo[key] = 1 + sum(_expanded_size(c, memo) for c in items)
+    return memo[key]
+
+
+def safe_yaml(text: str, source: str):
+    """``yaml.safe_load``, refusing text that expands (through anchors and aliases) to more than
+    :data:`MAX_RECIPE_VALUES` values — checked on the composed graph, before anything is expanded."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if node is not None and _expanded_size(node, {}) > MAX_RECIPE_VALUES:
+        raise InputFileError(f"{source} expands to more than {MAX_RECIPE_VALUES:,} values through YAML anchors "
+                             "and aliases (a 'billion laughs' bomb?); refused before expanding it",
+                             hint="write the values out, or use fewer nested aliases")
+    return yaml.safe_load(text)
+
+
+def _read_yaml(path: Path):
+    """A recipe file, refusing a huge one or an alias bomb before anything is expanded."""
+    size = path.stat().st_size
+    if size > MAX_RECIPE_BYTES:
+        raise InputFileError(f"recipe {path} is {size:,} bytes; a recipe is at most {MAX_RECIPE_BYTES:,}",
+                             hint="a recipe holds settings, not data: point data.source at the data instead")
+    return safe_yaml(path.read_text(), f"recipe {path}") or {}
+
+
 def load_recipe(name_or_path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Recipe:
     path = resolve_recipe_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _read_yaml(path)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -356,6 +356,25 @@ def recommendations(sources: list[Source]) -> Table:
                   "smaller. Accuracy: validation top-1 for runs, top-1 on --data for bench files."])
 
 
+REPORT_FILES = ("report.md", "report.html", "pareto.png", "devices.png", "batches.png")
+
+
+def check_report_folder(out_dir: Path) -> None:
+    """``--out`` must be new, empty, or a report folder edgekd wrote (its files are replaced, nothing else)."""
+    from edgekd.deploy.errors import UsageError
+    from edgekd.deploy.fileio import made_by_edgekd
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file, expected a folder", hint="choose another --out folder")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    ours = (out_dir / "report.md").is_file() and made_by_edgekd(out_dir / "report.md")
+    foreign = [n for n in REPORT_FILES if (out_dir / n).exists() and not ours]
+    if not ours or foreign:
+        raise UsageError(f"--out {out_dir} already holds files and is not an edgekd report folder; refusing to "
+                         "write report files there", hint="choose a new or empty folder")
+
+
 def merge_reports(result_paths: list[Path], out_dir: Path) -> dict[str, Path]:
     """Merge results files from several runs/devices into ``report.md``, ``report.html`` and plots.
 
@@ -363,6 +382,7 @@ def merge_reports(result_paths: list[Path], out_dir: Path) -> dict[str, Path]:
         ``{"report", "html"}`` plus ``pareto``/``devices``/``batches`` for the plots that had data.
     """
     out_dir = Path(out_dir)
+    check_report_folder(out_dir)
     paths = [Path(p) for p in result_paths]
     sources = [Source(label, p, load_results(p)) for label, p in zip(_labels(paths), paths, strict=True)]
     tables = [recommendations(sources), settings_table(sources)]

@@ -22,13 +22,18 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import fcntl
 import hashlib
 import json
 import os
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekd.deploy.errors import InputFileError
+from edgekd.deploy.errors import InputFileError, UsageError
 from edgekd.deploy.fileio import write_json
 from edgekd.deploy.typed import from_json, to_json
 
@@ -51,6 +56,10 @@ class StageRecord:
     def digest(self) -> str:
         """Identifies this record's content (what downstream records remember as their input)."""
         return digest_of({"stage": self.stage, "inputs": self.inputs, "artifact": self.artifact})
+
+
+def _now() -> str:
+    return datetime.datetime.now().isoformat(timespec="seconds")
 
 
 def digest_of(obj) -> str:
@@ -149,6 +158,42 @@ class RunFolder:
             raise InputFileError(f"stage record {path} is corrupt: {exc}",
                                  hint=f"re-run the stage: edgekd run --stages {stage} --out {self.root}") from None
         return from_json(StageRecord, data, str(path), hint=f"re-run the stage: --stages {stage}")
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[None]:
+        """Be the one process writing this run folder: a second ``edgekd run`` into the same ``--out`` fails,
+        naming the process that holds it. The lock (``flock``) dies with its process, so a run killed with
+        SIGKILL leaves no lock behind that blocks the next one; the lock file is removed on exit."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = self._take_lock()
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"edgekd pid {os.getpid()} on {socket.gethostname()}, started {_now()}\n".encode(), 0)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.lock)
+        finally:
+            os.close(fd)
+
+    def _take_lock(self) -> int:
+        while True:
+            fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise UsageError(f"{self.root} is being written by {holder}; one run writes a folder at a time",
+                                 hint="wait for it to finish, or choose another --out folder") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a file the previous holder unlinked while we opened it
+                return fd
+            os.close(fd)
 
     def snapshot(self) -> dict[str, tuple[int, int, str]]:
         """Every file under the folder with (size, mtime_ns, sha256): to prove a refused command touched

@@ -53,17 +53,19 @@ def export_checkpoint(weights: str | os.PathLike, recipe, role: str, out_dir: st
     ``out_dir/<role>.onnx``, verified against PyTorch on the recipe's test split."""
     from edgekd.checkpoint import load_weights
     from edgekd.data import load_data
+    from edgekd.deploy.fileio import refuse_foreign
     from edgekd.models import model_from_config
     from edgekd.stages.export import export_model
 
+    target = Path(out_dir) / f"{role}.onnx"
+    refuse_foreign(target)
     spec = recipe.teacher if role == "teacher" else recipe.student
     splits = load_data(recipe.data, recipe.seed)
     model = model_from_config(dataclasses.replace(spec, checkpoint=None), splits.num_classes, splits.input_shape)
     load_weights(model, weights)
     cfg = dataclasses.replace(recipe.export, **{k: v for k, v in (("opset", opset), ("atol", atol),
                                                                   ("exporter", exporter)) if v is not None})
-    return export_model(model, splits, Path(weights), Path(out_dir) / f"{role}.onnx", role=role, cfg=cfg,
-                        simplify=simplify or None)
+    return export_model(model, splits, Path(weights), target, role=role, cfg=cfg, simplify=simplify or None)
 
 
 def export_from_run(run_dir: str | os.PathLike, role: str, out_dir: str | os.PathLike, **kwargs):

@@ -20,6 +20,38 @@ def require_train_extra() -> None:
                                    "NVIDIA machine)")
 
 
+def number(kind: type, lo: float | None = None, hi: float | None = None, above: float | None = None):
+    """An argparse ``type`` for a finite number in ``[lo, hi]`` (``above``: strictly greater): a gate such as
+    ``--atol inf`` or a budget such as ``--min-runs -1`` is refused before any work."""
+    import argparse
+    import math
+
+    bounds = f"{'(' + str(above) if above is not None else '[' + str(lo if lo is not None else '-inf')}, " \
+             f"{hi if hi is not None else 'inf'}]"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi) or (
+                above is not None and value <= above):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number in {bounds}")
+        return value
+
+    return parse
+
+
+def require_inputs(*paths: tuple[str | None, str]) -> None:
+    """Every ``(path, what)`` given must exist; the first missing one (in command-line order) is named, so a
+    command with several wrong inputs reports the missing file first."""
+    from edgekd.deploy.errors import InputFileError
+
+    for path, what in paths:
+        if path is not None and not Path(path).exists():
+            raise InputFileError(f"{what} not found: {path}", hint="check the path")
+
+
 def add_recipe_arguments(p, default_out: str) -> None:
     p.add_argument("recipe", nargs="?", default=None,
                    help="recipe YAML path or bundled name (default: digits, or the run's own recipe.yaml with "

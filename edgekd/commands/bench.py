@@ -5,6 +5,8 @@ Runs with numpy + onnxruntime only (or a TensorRT runner for ``.engine`` files):
 
 from __future__ import annotations
 
+from edgekd.commands._common import number
+
 HELP = "benchmark ONNX files, INT8/FP16 ONNX, bundles or TensorRT engines on this device"
 DESCRIPTION = """Times each model at each batch size with warm-up by time and count, then at least --min-runs
 runs and --min-time-s seconds per model: p50/p90/p95/p99/mean/std/min/max, throughput, and a noise warning
@@ -52,25 +54,9 @@ def add_arguments(p) -> None:
     p.add_argument("--json", default=None, metavar="OUT", help="write the results (schema_version 2) here")
 
 
-def _number(kind, check, what):
-    import argparse
-    import math
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if isinstance(value, float) and not math.isfinite(value) or not check(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
-        return value
-
-    return parse
-
-
-_positive_int = _number(int, lambda v: v > 0, "a positive integer")
-_non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
-_non_negative = _number(float, lambda v: v >= 0, "a finite number >= 0")
+_positive_int = number(int, lo=1)
+_non_negative_int = number(int, lo=0)
+_non_negative = number(float, lo=0)
 
 
 def parse_batches(text: str) -> list[int]:
@@ -103,9 +89,15 @@ def main(args) -> int:
     from rich.console import Console
 
     from edgekd.benchmarks.results import bench_document
+    from edgekd.commands._common import require_inputs
     from edgekd.deploy.fileio import write_json
     from edgekd.deploy.typed import to_json
 
+    require_inputs(*[(m, "model") for m in args.models], (args.data, "--data"))
+    if args.json:
+        from edgekd.deploy.fileio import refuse_foreign
+
+        refuse_foreign(args.json, "--json")
     rows = run_bench(args)
     settings = {k: getattr(args, k) for k in ("runtime", "provider", "batch", "threads", "warmup_s", "warmup_runs",
                                                "min_runs", "min_time_s", "rounds", "data")}

@@ -24,8 +24,10 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     from rich.console import Console
 
+    from edgekd.commands._common import require_inputs
     from edgekd.runs import bundle_from_run
 
+    require_inputs((args.run, "run folder"), (args.engine, "engine"))
     out, name = bundle_from_run(args.run, args.out, args.artifact, args.engine)
     Console().print(f"wrote bundle {out} ({name})", markup=False)
     return 0

@@ -18,15 +18,17 @@ build the engine on the device:
 
 
 def add_arguments(p) -> None:
+    from edgekd.commands._common import number
+
     p.add_argument("model", metavar="MODEL.onnx", help="the ONNX model (FP32, FP16 or INT8 QDQ)")
     p.add_argument("--out", required=True, metavar="ENGINE", help="engine file to write, e.g. model.engine")
     p.add_argument("--precision", choices=["fp16", "int8", "fp32"], default="fp16",
                    help="engine precision (default: fp16)")
     p.add_argument("--input", default=None, help="the dynamic-batch input (default: the first input)")
-    p.add_argument("--min-batch", type=int, default=1, help="smallest batch of the profile (default: 1)")
-    p.add_argument("--opt-batch", type=int, default=8, help="batch TensorRT optimises for (default: 8)")
-    p.add_argument("--max-batch", type=int, default=64, help="largest batch of the profile (default: 64)")
-    p.add_argument("--workspace-mb", type=int, default=1024, help="workspace memory limit in MiB (default: 1024)")
+    p.add_argument("--min-batch", type=number(int, lo=1), default=1, help="smallest batch of the profile (default: 1)")
+    p.add_argument("--opt-batch", type=number(int, lo=1), default=8, help="batch TensorRT optimises for (default: 8)")
+    p.add_argument("--max-batch", type=number(int, lo=1), default=64, help="largest batch of the profile (default: 64)")
+    p.add_argument("--workspace-mb", type=number(int, lo=1), default=1024, help="workspace memory limit in MiB (default: 1024)")
     p.add_argument("--timing-cache", default=None, metavar="FILE",
                    help="timing cache file, reused across builds (default: ENGINE.timing.cache)")
     p.add_argument("--print-trtexec", action="store_true",
@@ -38,9 +40,13 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     from rich.console import Console
 
+    from edgekd.commands._common import require_inputs
     from edgekd.deploy.engines.tensorrt import trtexec_plan
     from edgekd.deploy.errors import DependencyError
+    from edgekd.deploy.fileio import refuse_foreign
 
+    require_inputs((args.model, "ONNX model"))
+    refuse_foreign(args.out)
     console = Console(highlight=False, soft_wrap=True)
     profile = dict(input_name=args.input, min_batch=args.min_batch, opt_batch=args.opt_batch,
                    max_batch=args.max_batch, workspace_mb=args.workspace_mb, timing_cache=args.timing_cache)

@@ -18,8 +18,11 @@ def add_arguments(p) -> None:
     p.add_argument("--model", default="student", choices=["student", "teacher", "baseline"],
                    help="which model of the recipe the weights belong to (default: student)")
     p.add_argument("--out", default="exported", metavar="DIR", help="output folder (default: exported)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the recipe's, 18)")
-    p.add_argument("--atol", type=float, default=None, help="FP32 parity tolerance (default: 1e-4)")
+    from edgekd.commands._common import number
+
+    p.add_argument("--opset", type=number(int, 11, 23), default=None, help="ONNX opset (default: the recipe's, 18)")
+    p.add_argument("--atol", type=number(float, hi=1.0, above=0.0), default=None,
+                   help="FP32 parity tolerance, in (0, 1] (default: 1e-4)")
     p.add_argument("--exporter", choices=["dynamo", "torchscript"], default=None,
                    help="torch.onnx exporter (default: the recipe's, dynamo; TorchScript is the recorded fallback)")
     p.add_argument("--simplify", action="store_true",
@@ -31,8 +34,10 @@ def main(args) -> int:
 
     from rich.console import Console
 
-    from edgekd.commands._common import require_train_extra
+    from edgekd.commands._common import require_inputs, require_train_extra
 
+    require_inputs((args.source, "checkpoint or run folder"), (args.recipe if args.recipe and Path(args.recipe).suffix
+                                                               else None, "recipe"))
     options = dict(opset=args.opset, atol=args.atol, exporter=args.exporter, simplify=args.simplify)
     source = Path(args.source)
     if source.is_dir():

@@ -20,6 +20,7 @@ kept in float step by step, or the float model is kept (the output is then not w
 
 
 def add_arguments(p) -> None:
+    from edgekd.commands._common import number
     from edgekd.deploy.quantize import PRESETS
 
     p.add_argument("model", metavar="MODEL.onnx", help="the float ONNX model")
@@ -29,25 +30,36 @@ def add_arguments(p) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--calib", metavar="CALIB.npz", help="calibration inputs: .npz with an array 'x' (N,C,H,W)")
     src.add_argument("--calib-from", metavar="RUN_DIR", help="take calibration (and validation) data from a run")
-    p.add_argument("--calib-samples", type=int, default=None,
+    p.add_argument("--calib-samples", type=number(int, lo=1), default=None,
                    help="how many calibration samples to use (default: all in CALIB, or the run recipe's)")
     p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax",
                    help="calibration method (default: minmax)")
     p.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
                    help="INT8 settings for the target (default: auto, from this CPU)")
     p.add_argument("--no-per-channel", action="store_true", help="per-tensor instead of per-channel weights")
-    p.add_argument("--tolerance", type=float, default=None,
+    p.add_argument("--tolerance", type=number(float, 0.0, 1.0), default=None,
                    help="accuracy-aware: largest accepted top-1 drop on the validation split, e.g. 0.01")
     p.add_argument("--val", metavar="VAL.npz", help="validation data for --tolerance: .npz with 'x' and 'y'")
-    p.add_argument("--max-steps", type=int, default=6, help="accuracy-aware: exclusion steps before giving up")
+    p.add_argument("--max-steps", type=number(int, 0, 1000), default=6,
+                   help="accuracy-aware: exclusion steps before giving up")
 
 
 def main(args) -> int:
+    from pathlib import Path
+
     from rich.console import Console
 
+    from edgekd.commands._common import require_inputs
     from edgekd.deploy.errors import UsageError
+    from edgekd.deploy.fileio import refuse_foreign
     from edgekd.deploy.quantize import quantize
 
+    require_inputs((args.model, "ONNX model"), (args.calib, "calibration data"), (args.calib_from, "run folder"),
+                   (args.val, "validation data"))
+    if Path(args.out).resolve() == Path(args.model).resolve():
+        raise UsageError(f"--out {args.out} is the input model: a quantized model never replaces its source",
+                         hint="write it to another file, e.g. model-int8.onnx")
+    refuse_foreign(args.out)
     console = Console(highlight=False, soft_wrap=True)
     calib, val = _load_data(args)
     if args.tolerance is not None:
@@ -114,21 +126,12 @@ def _load_data(args):
 
 
 def _npz(path: str, keys: tuple[str, ...]) -> dict:
-    import zipfile
-
-    import numpy as np
-
+    from edgekd.benchmarks.datasets import read_npz
     from edgekd.deploy.errors import InputFileError
     from edgekd.deploy.runtime.intake import check_file
 
     check_file(path, "data file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        why = "it is not a numpy archive (pickled data is never loaded)" if "pickle" in str(exc) else str(exc)
-        raise InputFileError(f"{path} is not a readable .npz file: {why}",
-                             hint="save it with numpy.savez(path, x=inputs, y=labels)") from None
+    arrays = read_npz(path)
     missing = [k for k in keys if k not in arrays]
     if missing:
         raise InputFileError(f"{path} has no array(s) {missing}; it holds {sorted(arrays)}",

@@ -146,7 +146,12 @@ def predict_logits(model, dataset, batch_size: int = 256, device=None, workers: 
 def evaluate(model, dataset, batch_size: int = 256, device=None, workers: int = 0) -> float:
     """Top-1 accuracy on a split."""
     logits, labels = _predict(model, dataset, batch_size, device, workers)
-    return float((logits.argmax(1) == labels).float().mean()) if len(labels) else 0.0
+    if not len(labels):
+        from edgekd.deploy.errors import UsageError
+
+        raise UsageError("top-1 on an empty split: there is nothing to measure", hint="check data.limit and the "
+                                                                                      "split fractions")
+    return float((logits.argmax(1) == labels).float().mean())
 
 
 class Trainer:

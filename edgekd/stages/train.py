@@ -34,6 +34,7 @@ def prepare(ctx, todo: list[str]) -> None:
     r = ctx.recipe
     ctx.device = resolve_device(r.train.device)
     ctx.splits = s = load_data(r.data, r.seed)
+    check_splits(s, r.data)
     artifact = DataArtifact(r.data.source, tuple(s.input_shape), s.num_classes, tuple(s.labels), s.preprocessing,
                             s.identity, {"train": len(s.train), "val": len(s.val), "test": len(s.test)})
     saved = ctx.artifacts.get("data")
@@ -46,6 +47,23 @@ def prepare(ctx, todo: list[str]) -> None:
                         f"input {s.input_shape}, {s.num_classes} classes, device {ctx.device}")
     if "teacher" in todo or "distill" in todo:
         _preflight(ctx)
+
+
+def check_splits(s, cfg) -> None:
+    """No figures from nothing: every split must hold samples (and training at least two classes)."""
+    from edgekd.deploy.errors import UsageError
+
+    sizes = {"train": len(s.train), "validation": len(s.val), "test": len(s.test)}
+    empty = [name for name, n in sizes.items() if n == 0]
+    if empty:
+        keys = ["data.limit" if cfg.limit else None, "data.val_fraction" if "validation" in empty else None,
+                "data.test_fraction" if "test" in empty else None]
+        raise UsageError(f"the {' and '.join(empty)} split(s) would be empty ({sizes['train']} train / "
+                         f"{sizes['validation']} validation / {sizes['test']} test samples from data.source "
+                         f"{cfg.source!r}): there would be nothing to measure",
+                         hint=f"raise {' or '.join(k for k in keys if k) or 'the amount of data'}")
+    if s.num_classes < 2:
+        raise UsageError(f"data.source {cfg.source!r} has {s.num_classes} class(es); classification needs two or more")
 
 
 def _forget_from(ctx, stage: str) -> None:
