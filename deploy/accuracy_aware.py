@@ -28,10 +28,13 @@ import numpy as np
 
 from edgekd.deploy.errors import UsageError
 from edgekd.deploy.quantize import (
+    Feed,
     QuantizationFailed,
     QuantizeResult,
+    as_feed,
     calibration_reader,
-    input_spec,
+    fixed_batch,
+    head,
     preprocess_model,
     quantize_static,
 )
@@ -78,16 +81,16 @@ class AccuracyAwareResult:
         return asdict(self)
 
 
-def top1(model_path: str | os.PathLike, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
-    """Top-1 accuracy of an ONNX classifier on ``(x, y)`` with ONNX Runtime on CPU."""
+def top1(model_path: str | os.PathLike, x: Feed, y: np.ndarray, batch: int = 256) -> float:
+    """Top-1 accuracy of an ONNX classifier on ``(x, y)`` (an array or a feed) with ONNX Runtime on CPU."""
     from edgekd.deploy.runtime.ort import OnnxrtRunner
     from edgekd.deploy.runtime.runner import top1 as runner_top1
 
     with OnnxrtRunner(model_path, "cpu") as runner:
-        return runner_top1(runner, {runner.inputs()[0].name: x}, y, chunk=batch)
+        return runner_top1(runner, x if isinstance(x, dict) else {runner.inputs()[0].name: x}, y, chunk=batch)
 
 
-def tensor_sensitivity(float_path: Path, int8_path: Path, x: np.ndarray, workdir: Path) -> dict[str, float]:
+def tensor_sensitivity(float_path: Path, int8_path: Path, x: Feed, workdir: Path) -> dict[str, float]:
     """SQNR (dB) of each quantized activation tensor, lowest first: how much noise quantization adds there.
 
     Uses ONNX Runtime's ``qdq_loss_debug``: both models get every intermediate tensor as an output and
@@ -96,14 +99,15 @@ def tensor_sensitivity(float_path: Path, int8_path: Path, x: np.ndarray, workdir
     """
     from onnxruntime.quantization import qdq_loss_debug as dbg
 
-    name, fixed_batch = input_spec(float_path, None)
+    feed = as_feed(float_path, x)
+    n = len(next(iter(feed.values())))
     acts = {}
     for tag, path in (("float", float_path), ("int8", int8_path)):
         aug = workdir / f"{tag}-aug.onnx"
         dbg.modify_model_output_intermediate_tensors(str(path), str(aug))
-        acts[tag] = dbg.collect_activations(str(aug), calibration_reader(x, name, fixed_batch or len(x)))
+        acts[tag] = dbg.collect_activations(str(aug), calibration_reader(feed, None, fixed_batch(float_path) or n))
     errors = dbg.compute_activation_error(dbg.create_activation_matching(acts["int8"], acts["float"]))
-    scores = {t: _finite(e.get("qdq_err", e.get("xmodel_err"))) for t, e in errors.items() if t != name}
+    scores = {t: _finite(e.get("qdq_err", e.get("xmodel_err"))) for t, e in errors.items() if t not in feed}
     return dict(sorted(scores.items(), key=lambda kv: kv[1]))
 
 
@@ -134,8 +138,8 @@ def pick_nodes(model_path: Path, scores: dict[str, float], excluded: list[str], 
     return chosen, ", ".join(why)
 
 
-def accuracy_aware_quantize(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: np.ndarray,
-                            val_x: np.ndarray, val_y: np.ndarray, *, tolerance: float = 0.01,
+def accuracy_aware_quantize(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: Feed,
+                            val_x: Feed, val_y: np.ndarray, *, tolerance: float = 0.01,
                             method: str = "minmax", preset: str = "auto", max_steps: int = 6,
                             nodes_per_step: int = 1, **quant_kwargs) -> AccuracyAwareResult:
     """Static INT8 that must stay within ``tolerance`` top-1 of the float model on the validation split.
@@ -152,8 +156,9 @@ def accuracy_aware_quantize(fp32_path: str | os.PathLike, out_path: str | os.Pat
     Returns:
         :class:`AccuracyAwareResult`; ``lines`` is the human-readable report.
     """
-    if len(val_x) != len(val_y) or len(val_x) == 0:
-        raise UsageError(f"validation data: {len(val_x)} inputs but {len(val_y)} labels",
+    n_val = len(next(iter(val_x.values()))) if isinstance(val_x, dict) else len(val_x)
+    if n_val != len(val_y) or n_val == 0:
+        raise UsageError(f"validation data: {n_val} inputs but {len(val_y)} labels",
                          hint="pass the validation split's inputs and labels")
     check_model(fp32_path)  # before any session is created
     float_top1 = top1(fp32_path, val_x, val_y)
@@ -187,7 +192,7 @@ def _search(src: Path, work: Path, calib, val_x, val_y, float_top1: float, toler
         log.info("accuracy-aware step %d: top-1 %.4f (float %.4f)", index, acc, float_top1)
         if passed or index == max_steps:
             break
-        scores = tensor_sensitivity(src, cand, val_x[:SENSITIVITY_SAMPLES], work)
+        scores = tensor_sensitivity(src, cand, head(val_x, SENSITIVITY_SAMPLES), work)
         new, why = pick_nodes(src, scores, excluded, per_step)
         if not new:
             break
@@ -201,8 +206,8 @@ def _result(fp32_path, out_path, float_top1: float, tolerance: float, steps: lis
     last = steps[-1]
     if last.passed:
         res = AccuracyAwareResult(str(out_path), "int8", float_top1, last.top1, tolerance, steps, result)
-        decision = (f"decision: INT8 shipped, top-1 {last.top1:.4f} vs float {float_top1:.4f} "
-                    f"with {len(last.excluded)} node(s) kept in float")
+        decision = (f"decision: INT8 candidate kept, top-1 {last.top1:.4f} vs float {float_top1:.4f} "
+                    f"with {len(last.excluded)} node(s) kept in float (whether it ships is the bundle rule's call)")
     else:
         res = AccuracyAwareResult(str(fp32_path), "fp32", float_top1, float_top1, tolerance, steps, None)
         decision = (f"decision: float model kept — INT8 missed the tolerance ({tolerance:g}) after "

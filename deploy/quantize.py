@@ -144,50 +144,72 @@ def _quiet():
     return contextlib.redirect_stdout(io.StringIO())
 
 
-def input_spec(model_path: Path, input_name: str | None, calib: np.ndarray | None = None
-                ) -> tuple[str, int | None]:
-    """The input's name and its fixed batch size (``None`` when dynamic); checks ``calib``'s shape."""
+Feed = np.ndarray | dict[str, np.ndarray]
+
+
+def as_feed(model_path: Path, data: Feed, input_name: str | None = None) -> dict[str, np.ndarray]:
+    """``data`` as ``{input name: array}``: a bare array feeds the model's first input (or ``input_name``); every
+    array must have the model's rank and fixed dimensions, and all the same number of samples."""
     inputs = {v.name: v for v in check_model(model_path).graph_inputs}
-    name = input_name or next(iter(inputs))
-    if name not in inputs:
-        raise UsageError(f"model has no input '{name}'", hint=f"its inputs are {list(inputs)}")
-    dims = [d if isinstance(d, int) and d > 0 else None for d in inputs[name].dims]
-    if calib is not None and (calib.ndim != len(dims) or any(
-            d is not None and d != c for d, c in zip(dims[1:], calib.shape[1:], strict=False))):
-        want = ", ".join("N" if d is None else str(d) for d in dims)
-        raise UsageError(f"calibration data has shape {calib.shape}; input '{name}' takes ({want})",
-                         hint="pass samples preprocessed exactly like the model's training input")
-    return name, dims[0] if dims else None
+    feed = data if isinstance(data, dict) else {input_name or next(iter(inputs)): data}
+    for name, arr in feed.items():
+        if name not in inputs:
+            raise UsageError(f"model has no input '{name}'", hint=f"its inputs are {list(inputs)}")
+        dims = [d if isinstance(d, int) and d > 0 else None for d in inputs[name].dims]
+        if arr.ndim != len(dims) or any(d is not None and d != c for d, c in zip(dims[1:], arr.shape[1:],
+                                                                                 strict=False)):
+            want = ", ".join("N" if d is None else str(d) for d in dims)
+            raise UsageError(f"calibration data for '{name}' has shape {arr.shape}; the input takes ({want})",
+                             hint="pass samples preprocessed exactly like the model's training input")
+    missing = [n for n in inputs if n not in feed]
+    if missing:
+        raise UsageError(f"calibration data lacks input(s) {missing}", hint="pass a feed with every model input")
+    if len({len(a) for a in feed.values()}) != 1:
+        raise UsageError("calibration arrays hold different numbers of samples")
+    return feed
 
 
-def calibration_reader(calib: np.ndarray, name: str, batch: int):
-    """An ORT ``CalibrationDataReader`` feeding ``calib`` to input ``name`` in batches of ``batch``."""
+def fixed_batch(model_path: Path) -> int | None:
+    """The model's fixed batch size, or ``None`` when the batch axis is dynamic."""
+    dims = check_model(model_path).graph_inputs[0].dims
+    return dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else None
+
+
+def calibration_reader(calib: Feed, name: str | None, batch: int):
+    """An ORT ``CalibrationDataReader`` feeding ``calib`` (an array for input ``name``, or a feed dict) in
+    batches of ``batch``."""
     from onnxruntime.quantization import CalibrationDataReader
+
+    feed = calib if isinstance(calib, dict) else {name: calib}
+    n = len(next(iter(feed.values())))
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = iter(range(0, len(calib), batch))
+            self._it = iter(range(0, n, batch))
 
         def get_next(self):
             start = next(self._it, None)
-            return None if start is None else {name: np.ascontiguousarray(calib[start:start + batch])}
+            return None if start is None else {k: np.ascontiguousarray(v[start:start + batch])
+                                               for k, v in feed.items()}
 
         def rewind(self) -> None:
-            self._it = iter(range(0, len(calib), batch))
+            self._it = iter(range(0, n, batch))
 
     return _Reader()
 
 
-def _calib_batches(calib: np.ndarray, fixed: int | None, batch: int, warnings: list[str]) -> tuple[np.ndarray, int]:
+def _calib_batches(feed: dict[str, np.ndarray], fixed: int | None, batch: int, warnings: list[str]
+                   ) -> tuple[dict[str, np.ndarray], int]:
     """Equal-sized batches: ORT's histogram calibrators (entropy, percentile) reject a ragged last batch."""
+    n = len(next(iter(feed.values())))
     if fixed:
-        return calib, fixed
-    size = max(d for d in range(1, min(batch, len(calib)) + 1) if len(calib) % d == 0)
-    if size >= min(8, len(calib)):
-        return calib, size
-    keep = len(calib) - len(calib) % batch
-    warnings.append(f"calibrating on {keep} of {len(calib)} samples (whole batches of {batch})")
-    return calib[:keep], batch
+        return feed, fixed
+    size = max(d for d in range(1, min(batch, n) + 1) if n % d == 0)
+    if size >= min(8, n):
+        return feed, size
+    keep = n - n % batch
+    warnings.append(f"calibrating on {keep} of {n} samples (whole batches of {batch})")
+    return {k: v[:keep] for k, v in feed.items()}, batch
 
 
 @contextlib.contextmanager
@@ -220,18 +242,19 @@ def preprocess_model(src: Path, workdir: Path, warnings: list[str]) -> tuple[Pat
         return src, False
 
 
-def _check_calib(calib: np.ndarray, minimum: int, warnings: list[str]) -> np.ndarray:
-    calib = np.asarray(calib)
-    if calib.ndim < 2 or len(calib) == 0:
-        raise UsageError(f"calibration data has shape {calib.shape}; expected (N, ...) with N >= 1 samples")
-    if not np.isfinite(calib).all():
-        raise UsageError("calibration data contains NaN/Inf", hint="pass normalised, finite input samples")
-    if len(calib) < minimum:
-        msg = (f"only {len(calib)} calibration samples (recommended >= {minimum}); activation ranges may be "
-               "poorly estimated")
+def _check_calib(feed: dict[str, np.ndarray], minimum: int, warnings: list[str]) -> dict[str, np.ndarray]:
+    n = len(next(iter(feed.values())))
+    for name, arr in feed.items():
+        if arr.ndim < 2 or n == 0:
+            raise UsageError(f"calibration data '{name}' has shape {arr.shape}; expected (N, ...) with N >= 1")
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            raise UsageError("calibration data contains NaN/Inf", hint="pass normalised, finite input samples")
+    if n < minimum:
+        msg = (f"only {n} calibration samples (recommended >= {minimum}); activation ranges may be poorly estimated")
         log.warning(msg)
         warnings.append(msg)
-    return calib.astype(np.float32, copy=False)
+    return {k: v.astype(np.float32, copy=False) if np.issubdtype(v.dtype, np.floating) else v
+            for k, v in feed.items()}
 
 
 def _stamp(path: Path, info: dict) -> None:
@@ -246,27 +269,29 @@ def _stamp(path: Path, info: dict) -> None:
     onnx.save_model(model, str(path), save_as_external_data=False)
 
 
-def smoke_test(path: str | os.PathLike, sample: np.ndarray | None = None, input_name: str | None = None) -> None:
-    """Load ``path`` in ONNX Runtime (CPU) and run ``sample``; outputs must be finite."""
+def smoke_test(path: str | os.PathLike, sample: Feed | None = None, input_name: str | None = None) -> None:
+    """Load ``path`` in ONNX Runtime (CPU) and run ``sample`` (an array or a feed); outputs must be finite."""
     from edgekd.deploy.runtime.ort import OnnxrtRunner
 
     with OnnxrtRunner(path, "cpu") as runner:
         if sample is None:
             return
-        outputs = runner.infer({input_name or runner.inputs()[0].name: sample})
+        outputs = runner.infer(sample if isinstance(sample, dict) else {input_name or runner.inputs()[0].name:
+                                                                         sample})
     for out in outputs.values():
         if np.issubdtype(out.dtype, np.floating) and not np.isfinite(out).all():
             raise VerificationError(f"{path}: the quantized model outputs NaN/Inf",
                                     hint="quantization broke the model; try another method or keep FP32")
 
 
-def quantize_static(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: np.ndarray, *,
+def quantize_static(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: Feed, *,
                     method: str = "minmax", preset: str = "auto", per_channel: bool = True,
                     input_name: str | None = None, nodes_to_exclude: Sequence[str] = (),
                     op_types_to_quantize: Sequence[str] | None = None, percentile: float = 99.999,
                     calib_batch: int = 32, preprocess: bool = True,
                     min_calib_samples: int = MIN_CALIB_SAMPLES) -> QuantizeResult:
-    """Static INT8 in QDQ format with per-channel weights, calibrated on ``calib`` (N, C, H, W) float32.
+    """Static INT8 in QDQ format with per-channel weights, calibrated on ``calib`` — an (N, C, H, W) float32
+    array for the model's first input, or a feed ``{input name: array}`` for models with several inputs.
 
     Args:
         fp32_path: float ONNX model.
@@ -288,9 +313,9 @@ def quantize_static(fp32_path: str | os.PathLike, out_path: str | os.PathLike, c
     if method not in METHODS:
         raise UsageError(f"unknown calibration method '{method}'", hint=f"use one of {list(METHODS)}")
     isa, chosen, warnings = cpu_isa(), resolve_preset(preset), []
-    calib = _check_calib(calib, min_calib_samples, warnings)
-    name, fixed_batch = input_spec(Path(fp32_path), input_name, calib)
-    calib, batch = _calib_batches(calib, fixed_batch, calib_batch, warnings)
+    feed = _check_calib(as_feed(Path(fp32_path), calib, input_name), min_calib_samples, warnings)
+    feed, batch = _calib_batches(feed, fixed_batch(Path(fp32_path)), calib_batch, warnings)
+    n = len(next(iter(feed.values())))
     settings = _settings(chosen, per_channel, method, percentile)
     extra = {"ActivationSymmetric": chosen.activation_symmetric, "WeightSymmetric": chosen.weight_symmetric}
     if method == "percentile":
@@ -301,18 +326,18 @@ def quantize_static(fp32_path: str | os.PathLike, out_path: str | os.PathLike, c
         def write(dst: Path) -> None:
             with _step("quantize_static", "static INT8 quantization"), _quiet(), _inside(Path(tmp)):
                 ortq.quantize_static(
-                    str(src), str(dst), calibration_reader(calib, name, batch),
+                    str(src), str(dst), calibration_reader(feed, None, batch),
                     quant_format=ortq.QuantFormat.QDQ, per_channel=per_channel,
                     reduce_range=chosen.reduce_range, activation_type=_qtype(chosen.activation_type),
                     weight_type=_qtype(chosen.weight_type), nodes_to_exclude=list(nodes_to_exclude) or None,
                     op_types_to_quantize=list(op_types_to_quantize) if op_types_to_quantize else None,
                     calibrate_method=getattr(ortq.CalibrationMethod, METHODS[method]), extra_options=extra)
             _finish(dst, {"mode": "static", "method": method, "preset": chosen.name, **settings},
-                    calib[:batch], name)
+                    {k: v[:batch] for k, v in feed.items()}, None)
 
         path = atomic_write_via(out_path, write)
     log.info("static INT8 (%s, preset %s) → %s", method, chosen.name, path)
-    return QuantizeResult(str(path), "int8", "QDQ", "static", method, chosen.name, settings, isa, len(calib),
+    return QuantizeResult(str(path), "int8", "QDQ", "static", method, chosen.name, settings, isa, n,
                           list(nodes_to_exclude), pre, warnings)
 
 
@@ -372,7 +397,7 @@ def convert_fp16(fp32_path: str | os.PathLike, out_path: str | os.PathLike, *, k
                           cpu_isa())
 
 
-def _finish(path: Path, info: dict, sample: np.ndarray | None, input_name: str | None) -> None:
+def _finish(path: Path, info: dict, sample: Feed | None, input_name: str | None) -> None:
     precision = "fp16" if info.get("mode") == "fp16" else "int8"
     with _step("stamp metadata", "writing the quantized model"):
         _stamp(path, {"edgekd.precision": precision, "edgekd.quantization": json.dumps(info, sort_keys=True)})
@@ -399,10 +424,15 @@ def _qtype(name: str):
 #: quantization modes → ``fn(fp32_path, out_path, calib, **kwargs)``
 MODES: Registry = Registry("quantization mode")
 MODES.register("static", lambda src, dst, calib, **kw: quantize_static(src, dst, calib, **kw))
-MODES.register("dynamic", lambda src, dst, calib, **kw: quantize_dynamic(
-    src, dst, sample=None if calib is None else calib[:2], **kw))
-MODES.register("fp16", lambda src, dst, calib, **kw: convert_fp16(src, dst, sample=None if calib is None else calib[:2],
-                                                                  **kw))
+MODES.register("dynamic", lambda src, dst, calib, **kw: quantize_dynamic(src, dst, sample=head(calib), **kw))
+MODES.register("fp16", lambda src, dst, calib, **kw: convert_fp16(src, dst, sample=head(calib), **kw))
+
+
+def head(data: Feed | None, n: int = 2) -> Feed | None:
+    """The first ``n`` samples of an array or a feed (a smoke-test input)."""
+    if data is None:
+        return None
+    return {k: v[:n] for k, v in data.items()} if isinstance(data, dict) else data[:n]
 
 
 def quantize(mode: str, fp32_path: str | os.PathLike, out_path: str | os.PathLike,

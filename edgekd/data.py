@@ -25,6 +25,7 @@ import numpy as np
 from edgekd.deploy.errors import InputFileError, UsageError
 from edgekd.deploy.registry import Registry
 from edgekd.deploy.runtime.preprocess import ImagePreprocessing
+from edgekd.deploy.runtime.runner import TensorSpec
 
 log = logging.getLogger(__name__)
 #: ``data.source`` schemes: ``name`` or ``name:argument`` → ``loader(cfg, seed, argument)``. Anything else of
@@ -34,19 +35,47 @@ SOURCES: Registry = Registry("data.source")
 
 @dataclass
 class DataSplits:
-    """Train (maybe augmented), train_eval (same samples, eval transform), val and test datasets."""
+    """Train (maybe augmented), train_eval (same samples, eval transform), val and test datasets, and what the
+    model takes: ``input_specs`` (one float image input by default; text models take token ids and a mask)."""
 
     train: object
     train_eval: object
     val: object
     test: object
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     labels: list[str]
     preprocessing: ImagePreprocessing
     identity: str
     augmented: bool = False
     notes: list[str] = field(default_factory=list)
+    input_specs: tuple[TensorSpec, ...] = ()
+    task: str = "image-classification"
+
+    def __post_init__(self) -> None:
+        if not self.input_specs:
+            self.input_specs = (TensorSpec("input", "float32", ("batch", *self.input_shape)),)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.input_specs]
+
+    def axes(self, output: str = "logits") -> dict[str, dict[int, str]]:
+        """Dynamic axes by input/output name (named dims of the specs), for the exporter."""
+        axes = {s.name: {i: d for i, d in enumerate(s.shape) if isinstance(d, str)} for s in self.input_specs}
+        return {**axes, output: {0: "batch"}}
+
+    def arrays(self, split: str, limit: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """A split as a feed ``{input name: array}`` and its labels (the eval transform)."""
+        x, y = to_numpy(getattr(self, split), limit)
+        return dict(zip(self.input_names, x if isinstance(x, tuple) else (x,), strict=True)), y
+
+    def example(self, split: str = "test", n: int = 2) -> tuple:
+        """``n`` real samples of ``split`` as model arguments (torch tensors, in input order)."""
+        import torch
+
+        feed, _ = self.arrays(split, n)
+        return tuple(torch.from_numpy(feed[name]) for name in self.input_names)
 
 
 class Indexed:
@@ -76,7 +105,8 @@ def read_sample(dataset, index: int):
 
 
 class TensorSplit:
-    """An in-memory split: ``x`` normalised float tensor (N, C, H, W), ``y`` long tensor."""
+    """An in-memory split: ``x`` a normalised float tensor (N, C, H, W) — or a tuple of tensors for several
+    inputs (token ids, mask) — and ``y`` a long tensor."""
 
     def __init__(self, x, y):
         self.x, self.y = x, y
@@ -84,8 +114,12 @@ class TensorSplit:
     def __len__(self) -> int:
         return len(self.y)
 
+    def rows(self, index):
+        """The samples at ``index`` (an int or an index tensor), as one tensor or a tuple."""
+        return tuple(t[index] for t in self.x) if isinstance(self.x, tuple) else self.x[index]
+
     def __getitem__(self, i):
-        return self.x[i], int(self.y[i]), i
+        return self.rows(i), int(self.y[i]), i
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int):
@@ -381,8 +415,11 @@ class TensorLoader:
         for batch in idx.split(self.batch_size):
             if self.drop_last and len(batch) < self.batch_size:
                 return
-            x, y = self.split.x[batch], self.split.y[batch]
-            yield (x.pin_memory(), y.pin_memory(), batch) if self.pin_memory else (x, y, batch)
+            x, y = self.split.rows(batch), self.split.y[batch]
+            if self.pin_memory:
+                x = tuple(t.pin_memory() for t in x) if isinstance(x, tuple) else x.pin_memory()
+                y = y.pin_memory()
+            yield x, y, batch
 
 
 def make_loader(dataset, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0, workers: int = 0,
@@ -405,11 +442,26 @@ def make_loader(dataset, batch_size: int, *, shuffle: bool, seed: int = 0, epoch
                       persistent_workers=False)
 
 
-def to_numpy(dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Stack a split (eval transform) into ``(x float32 NCHW, y int64)`` arrays."""
-    if isinstance(dataset, TensorSplit):
-        n = len(dataset) if limit is None else min(limit, len(dataset))
-        return dataset.x[:n].numpy().astype(np.float32), dataset.y[:n].numpy()
+def to_numpy(dataset, limit: int | None = None):
+    """Stack a split (eval transform) into ``(x, y int64)``: ``x`` one array (float32 NCHW images), or a tuple of
+    arrays when samples hold several inputs (token ids and a mask)."""
     n = len(dataset) if limit is None else min(limit, len(dataset))
+    if isinstance(dataset, TensorSplit):
+        x = tuple(t[:n].numpy() for t in dataset.x) if isinstance(dataset.x, tuple) else dataset.x[:n].numpy()
+        return x, dataset.y[:n].numpy()
     xs, ys = zip(*[dataset[i][:2] for i in range(n)], strict=True)
+    if isinstance(xs[0], tuple | list):
+        return tuple(np.stack([np.asarray(x[k]) for x in xs]) for k in range(len(xs[0]))), np.asarray(ys, np.int64)
     return np.stack([np.asarray(x, dtype=np.float32) for x in xs]), np.asarray(ys, dtype=np.int64)
+
+
+def to_device(x, device):
+    """A batch's model input on ``device``: one tensor, or a tuple of tensors (several inputs)."""
+    if isinstance(x, tuple | list):
+        return tuple(t.to(device, non_blocking=True) for t in x)
+    return x.to(device, non_blocking=True)
+
+
+def call(model, x):
+    """Run ``model`` on one input tensor or on a tuple of them (positional arguments, in input order)."""
+    return model(*x) if isinstance(x, tuple | list) else model(x)

@@ -177,13 +177,14 @@ def check_models_fit(models: dict, splits) -> None:
     import torch
 
     shape = tuple(splits.input_shape)
+    example = splits.example("train", 2)
     for role, model in models.items():
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                out = model(torch.zeros(2, *shape, device=device))
+                out = model(*(t.to(device) for t in example))
         except RuntimeError as exc:
             raise UsageError(f"{role} model cannot take the data's input (N, {', '.join(map(str, shape))}): "
                              f"{str(exc).splitlines()[0][:300]}",

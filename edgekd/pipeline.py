@@ -261,15 +261,19 @@ def run_pipeline(recipe, out: str | os.PathLike, *, stages=None, resume: bool = 
     if resume:
         ctx.ui.stage("resume", _found(run, records, todo))
     distributed.init()
+    threads, why = distributed.training_threads(recipe.train.threads)
+    ctx.ui.stage("threads", why)
+    from edgekd.deploy.torch_runner import torch_threads
     from edgekd.stages.train import prepare
 
-    prepare(ctx, todo)  # data loaded, models built and checked: still nothing written
-    todo = plan(all_stages, wanted, ctx.records, stale, resume)  # the data record may have changed
-    with run.writer() if distributed.is_main() else contextlib.nullcontext():
-        _check_unchanged(run, recipe, all_stages, planned)
-        _prepare_out(ctx)
-        ran = [stage.name for stage in all_stages if stage.name in todo and _run_stage(ctx, stage)]
-        complete = _finish(ctx, all_stages)
+    with torch_threads(threads):  # the process's thread count is restored afterwards
+        prepare(ctx, todo)  # data loaded, models built and checked: still nothing written
+        todo = plan(all_stages, wanted, ctx.records, stale, resume)  # the data record may have changed
+        with run.writer() if distributed.is_main() else contextlib.nullcontext():
+            _check_unchanged(run, recipe, all_stages, planned)
+            _prepare_out(ctx)
+            ran = [stage.name for stage in all_stages if stage.name in todo and _run_stage(ctx, stage)]
+            complete = _finish(ctx, all_stages)
     distributed.barrier()
     return RunResult(run, ctx.artifacts, tuple(ran), complete)
 

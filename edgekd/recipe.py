@@ -80,9 +80,11 @@ class TrainConfig:
     gamma: float = _range(0.1, None, 1.0, above=0.0)
     grad_clip: float | None = _range(None, None, None, above=0.0)
     early_stop_patience: int | None = _range(None, 1, None)
+    select: str = _registered("edgekd.distill.selection:SELECTION", "last")
     amp: str = _choices("auto", "bf16", "fp16", "off", default="auto")
     channels_last: bool | None = None
     device: str = "auto"
+    threads: int | None = _range(None, 1, 4096)
     label_smoothing: float = _range(0.0, 0.0, 0.99)
 
 
@@ -111,6 +113,7 @@ class DistillConfig:
     student_layers: list[str] = field(default_factory=list)
     teacher_layers: list[str] = field(default_factory=list)
     baseline: bool = True
+    seeds: int = _range(1, 1, 100)
     cache: str = _choices("auto", "memory", "disk", "off", default="auto")
 
 

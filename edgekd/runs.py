@@ -75,13 +75,14 @@ def export_from_run(run_dir: str | os.PathLike, role: str, out_dir: str | os.Pat
 
 
 def calibration_data(run_dir: str | os.PathLike, samples: int | None = None):
-    """``(calibration inputs, (val_x, val_y))``: training-split samples (never test) and the validation split."""
-    from edgekd.data import load_data, to_numpy
+    """``(calibration feed, (val feed, val labels))``: training-split samples (never test) and the validation
+    split, as ``{input name: array}`` feeds."""
+    from edgekd.data import load_data
 
     _, recipe = open_run(run_dir)
     splits = load_data(recipe.data, recipe.seed)
-    calib, _ = to_numpy(splits.train_eval, limit=samples or recipe.quantize.calib_samples)
-    return calib, to_numpy(splits.val)
+    calib, _ = splits.arrays("train_eval", samples or recipe.quantize.calib_samples)
+    return calib, splits.arrays("val")
 
 
 def bundle_from_run(run_dir: str | os.PathLike, out: str | os.PathLike, artifact: str | None = None,

@@ -12,17 +12,22 @@ from edgekd.pipeline import UI
 
 
 class _BarReporter:
-    """Trainer callbacks drawing one bar per training (loss and accuracy live in the description)."""
+    """Trainer callbacks: one bar per training on a terminal (loss and accuracy in its description); one line
+    per epoch when the output is a file or a pipe (a CI log, `nohup`), so progress is never invisible."""
 
     def __init__(self, console: Console, quiet: bool):
         self.console, self.quiet = console, quiet
         self.progress: Progress | None = None
         self.task = None
         self.name = ""
+        self.epochs = 0
+        self.started = 0.0
 
     def fit_start(self, name: str, epochs: int, steps_per_epoch: int) -> None:
-        self.name = name
-        if self.quiet:
+        import time
+
+        self.name, self.epochs, self.started = name, epochs, time.perf_counter()
+        if self.quiet or not self.console.is_terminal:
             return
         self.progress = Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
@@ -35,9 +40,13 @@ class _BarReporter:
             self.progress.update(self.task, advance=1, stats=f"loss {loss:.3f} acc {acc:.1%}")
 
     def epoch_end(self, epoch: int, metrics: dict) -> None:
+        import time
+
+        stats = f"epoch {epoch}/{self.epochs} loss {metrics['train_loss']:.3f} val {metrics['val_top1']:.1%}"
         if self.progress:
-            self.progress.update(self.task, stats=f"epoch {epoch} loss {metrics['train_loss']:.3f} "
-                                                  f"val {metrics['val_top1']:.1%}")
+            self.progress.update(self.task, stats=stats)
+        elif not self.quiet:
+            self.console.print(f"{self.name:>9} {stats} ({time.perf_counter() - self.started:.1f} s)", markup=False)
 
     def fit_end(self) -> None:
         if self.progress:
@@ -61,6 +70,35 @@ class RichUI(UI):
 
     def reporter(self, name: str):
         return _BarReporter(self.console, self.quiet)
+
+    def progress(self, name: str, total: int):
+        return _Progress(self.console, name, total, self.quiet)
+
+
+class _Progress:
+    """A bar for a long loop outside training (teacher outputs, evaluation); a start and an end line when the
+    output is not a terminal."""
+
+    def __init__(self, console: Console, name: str, total: int, quiet: bool):
+        self.bar = None
+        if quiet:
+            return
+        if console.is_terminal:
+            self.bar = Progress(TextColumn(f"  {name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                console=console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(name, total=total)
+        else:
+            console.print(f"  {name}: {total} batches …", markup=False)
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar:
+            self.bar.update(self.task, advance=n)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.stop()
+            self.bar = None
 
 
 def summary_table(doc) -> Table:

@@ -21,7 +21,7 @@ def test_good_calibration_ships_int8_in_one_step(student, tmp_path):
     assert len(res.steps) == 1 and res.steps[0].passed and res.excluded_nodes == []
     assert res.final_top1 >= res.float_top1 - 0.01
     assert top1(out, student["val_x"], student["val_y"]) == pytest.approx(res.final_top1)
-    assert res.lines[-1].startswith("decision: INT8 shipped")
+    assert res.lines[-1].startswith("decision: INT8 candidate kept")
 
 
 @pytest.mark.parametrize("calib_value", [0.0, 1e4], ids=["all-zeros", "huge-constant"])

@@ -123,7 +123,7 @@ def test_stages_reexport_a_finished_run_and_mark_it_incomplete(finished):
 
 
 @pytest.mark.parametrize("args,match", [
-    (["--stages", "report", "--set", "bench.rounds=2"], "needs 'benchmark'"),
+    (["--stages", "report", "--set", "bench.rounds=3"], "needs 'benchmark'"),
     (["--stages", "export,report"], "would make it stale"),
     (["--stages", "benchmark", "--set", "train.epochs=3"], "train section"),
 ])

@@ -104,8 +104,7 @@ def test_bad_arguments_are_usage_errors(student, tmp_path):
     assert not (tmp_path / "a.onnx").exists()
 
 
-def test_quantizer_failure_is_typed_and_leaves_no_file(tmp_path):
-    """A model with a second input the calibration data does not feed: ORT fails inside calibration."""
+def _two_inputs(tmp_path):
     a = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 4])
     b = helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 4])
     out = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
@@ -114,10 +113,27 @@ def test_quantizer_failure_is_typed_and_leaves_no_file(tmp_path):
                                helper.make_node("MatMul", ["s", "w"], ["y"])], "g", [a, b], [out], [w])
     src = tmp_path / "two.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    return src
+
+
+def test_quantizer_failure_is_typed_and_leaves_no_file(tmp_path):
+    """Integer calibration data for float inputs: ONNX Runtime fails inside calibration."""
+    src = _two_inputs(tmp_path)
+    feed = {"a": np.ones((128, 4), np.int32), "b": np.ones((128, 4), np.int32)}
     with pytest.raises(QuantizationFailed) as info:
-        quantize_static(src, tmp_path / "out.onnx", np.ones((128, 4), np.float32))
+        quantize_static(src, tmp_path / "out.onnx", feed)
     assert info.value.step == "quantize_static" and "step 'quantize_static'" in info.value.message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["two.onnx"]
+
+
+def test_several_inputs_are_calibrated_from_a_feed(tmp_path):
+    src = _two_inputs(tmp_path)
+    with pytest.raises(UsageError, match=r"lacks input\(s\) \['b'\]"):
+        quantize_static(src, tmp_path / "out.onnx", np.ones((128, 4), np.float32))
+    feed = {"a": np.random.default_rng(0).standard_normal((128, 4)).astype(np.float32),
+            "b": np.random.default_rng(1).standard_normal((128, 4)).astype(np.float32)}
+    res = quantize_static(src, tmp_path / "out.onnx", feed)
+    assert res.calib_samples == 128 and (tmp_path / "out.onnx").is_file()
 
 
 def test_dynamic_int8_runs(student, tmp_path):

@@ -88,14 +88,37 @@ def test_gradient_clipping_bounds_the_update():
     assert 0 < step <= 1e-3 * (1 + 1e-4)
 
 
-def test_early_stopping_and_best_epoch_on_validation():
-    model = net()
-    trainer, res = fit(model, epochs=6, lr=0.0, early_stop_patience=2)
+def test_early_stopping_and_selection_rules_on_validation():
+    trainer, res = fit(net(), epochs=6, lr=0.0, early_stop_patience=2, select="best-val-top1")
     assert res.stopped_early and res.best_epoch == 1 and res.epochs_run == 3
-    trainer, res = fit(net(), epochs=4, lr=0.02)
+    trainer, res = fit(net(), epochs=6, lr=0.0, early_stop_patience=2)  # "last": stops on validation loss
+    assert res.stopped_early and res.epochs_run == 3 and res.best_epoch == 3 and res.selected_by == "last"
+    trainer, res = fit(net(), epochs=4, lr=0.02, select="best-val-top1")
     best = max(h["val_top1"] for h in res.history)
     assert res.best_val_top1 == best
     assert evaluate(trainer.module, splits()[1], device="cpu") == pytest.approx(best)
+    trainer, res = fit(net(), epochs=4, lr=0.02)
+    assert res.best_epoch == 4 and res.best_val_top1 == res.history[-1]["val_top1"]
+    assert evaluate(trainer.module, splits()[1], device="cpu") == pytest.approx(res.history[-1]["val_top1"])
+
+
+def test_selection_ignores_a_one_sample_validation_spike():
+    """On 269 validation images one image is 0.37 points: epoch 3 scores one image more by luck while its loss
+    is worse. The default rule (last, under a cosine schedule) and the loss/smoothed rules do not pick it;
+    picking the best single-epoch accuracy does (what inflated a README figure before)."""
+    from edgekd.distill.selection import SELECTION
+
+    one = 1 / 269
+    val_top1 = [0.900, 0.950, 0.960 + one, 0.955, 0.960, 0.960, 0.960]
+    val_loss = [0.40, 0.20, 0.180, 0.150, 0.130, 0.120, 0.118]
+    history = [{"epoch": i + 1, "val_top1": a, "val_loss": b} for i, (a, b) in enumerate(zip(val_top1, val_loss,
+                                                                                              strict=True))]
+
+    def pick(rule: str) -> int:
+        return max(range(1, 8), key=lambda e: SELECTION.get(rule)(history[:e]))
+
+    assert pick("best-val-top1") == 3, "the spike fools the naive rule"
+    assert pick("last") == 7 and pick("best-val-loss") == 7 and pick("smoothed-val-top1") != 3
 
 
 class NaNAfter:

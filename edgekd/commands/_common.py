@@ -62,6 +62,9 @@ def add_recipe_arguments(p, default_out: str) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out: finished stages are kept, training continues from "
                         "its last epoch checkpoint")
+    p.add_argument("--seeds", type=number(int, 1, 100), default=None, metavar="N",
+                   help="train student and baseline on N seeds and report the KD gain as mean ± std with a 95%% "
+                        "interval (same as --set distill.seeds=N)")
     p.add_argument("--no-factories", action="store_true",
                    help="refuse every factory (package.module:function) a recipe names: for recipes from "
                         "strangers (factories are code; see README, Promises)")
@@ -79,7 +82,8 @@ def load_recipe_and_check(args, continuing: bool = False):
     saved = Path(args.out) / "recipe.yaml"
     if recipe is None and continuing and saved.is_file():
         recipe = saved
-    r = load_recipe(recipe, args.overrides)
+    overrides = list(args.overrides) + ([f"distill.seeds={args.seeds}"] if getattr(args, "seeds", None) else [])
+    r = load_recipe(recipe, overrides)
     require_train_extra()
     return r
 

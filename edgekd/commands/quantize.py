@@ -120,9 +120,9 @@ def _load_data(args):
     if args.val:
         arrays = _npz(args.val, ("x", "y"))
         val = (arrays["x"].astype(np.float32), arrays["y"])
-    if calib is not None and args.calib_samples:
-        calib = calib[: args.calib_samples]
-    return (None if calib is None else calib.astype(np.float32)), val
+    if isinstance(calib, np.ndarray):
+        calib = calib[: args.calib_samples].astype(np.float32) if args.calib_samples else calib.astype(np.float32)
+    return calib, val
 
 
 def _npz(path: str, keys: tuple[str, ...]) -> dict:

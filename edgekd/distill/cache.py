@@ -55,13 +55,13 @@ def teacher_logits(teachers, dataset, batch_size: int, device, weights=None, wor
 
     ``weights`` is accepted for backward compatibility and not used (see the module docstring).
     """
-    from edgekd.data import make_loader
+    from edgekd.data import call, make_loader, to_device
 
     outs = []
     with torch.inference_mode():
         for x, _, _ in make_loader(dataset, batch_size, shuffle=False, workers=workers):
-            x = x.to(device, non_blocking=True)
-            outs.append(stack([t(x).float() for t in teachers]).cpu())
+            x = to_device(x, device)
+            outs.append(stack([call(t, x).float() for t in teachers]).cpu())
     return torch.cat(outs).clone()
 
 
@@ -114,7 +114,8 @@ class TeacherCache:
             rows = torch.from_numpy(np.ascontiguousarray(self._store[idx.cpu().numpy()]))
         else:
             rows = self._store[idx.cpu()]
-        return rows.to(x.device, non_blocking=True)
+        device = x[0].device if isinstance(x, tuple | list) else x.device
+        return rows.to(device, non_blocking=True)
 
 
 class OnlineTeacher:
@@ -129,8 +130,10 @@ class OnlineTeacher:
             t.eval()
 
     def __call__(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        from edgekd.data import call
+
         with torch.inference_mode():
-            out = stack([t(x) for t in self.teachers])
+            out = stack([call(t, x) for t in self.teachers])
         return out.clone()
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch.nn as nn
 import torch.nn.functional as F
 
+from edgekd.data import call
 from edgekd.deploy.errors import UsageError
 from edgekd.distill.features import FeatureTaps
 
@@ -29,7 +30,7 @@ class CEObjective:
         self.label_smoothing = label_smoothing
 
     def __call__(self, model, x, y, idx) -> dict:
-        logits = model(x)
+        logits = call(model, x)
         ce = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
         return {"loss": ce, "logits": logits, "parts": {"ce": ce.detach()}}
 
@@ -73,11 +74,11 @@ class DistillObjective:
 
     def __call__(self, model, x, y, idx) -> dict:
         if not self.uses_features:
-            logits = model(x)
+            logits = call(model, x)
             out = self.loss_fn(logits, self.teacher(x, idx), y)
             return {"loss": out["loss"], "logits": logits, "parts": out["parts"]}
         with FeatureTaps(model, self.loss_fn.student_layers, "student") as s_taps:
-            logits = model(x)
+            logits = call(model, x)
         with self._teacher_taps as t_taps:
             t_logits = self.teacher(x, idx)
         t_feats = [f.clone() for f in t_taps.outputs()]  # inference tensors -> normal tensors

@@ -21,13 +21,17 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from edgekd import distributed
 from edgekd.checkpoint import rng_state, seed_everything, set_rng_state
-from edgekd.data import make_loader
+from edgekd.data import call, make_loader, to_device
 from edgekd.deploy.errors import InputFileError, NonFiniteError, ResumeError
+from edgekd.deploy.torch_runner import torch_threads
 from edgekd.distill.objectives import CEObjective, DistillObjective
+from edgekd.distill.selection import SELECTION
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -63,17 +67,16 @@ class SilentReporter(Reporter):
 
 @dataclass
 class FitResult:
+    """The epoch whose weights were kept (``best_epoch``, by rule ``selected_by``) and its validation top-1."""
+
     best_val_top1: float
     best_epoch: int
     epochs_run: int
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
     resumed_from_epoch: int | None = None
-    selected_by: str = "best-val-top1"
-
-    @property
-    def best_score(self) -> float:
-        return self.best_val_top1
+    selected_by: str = "last"
+    best_score: float | None = None
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -131,7 +134,7 @@ def _predict(model, dataset, batch_size: int, device, workers: int) -> tuple[tor
     model.eval()
     logits, labels = [], []
     for x, y, _ in make_loader(dataset, batch_size, shuffle=False, workers=workers):
-        logits.append(model(x.to(device, non_blocking=True)).float().cpu())
+        logits.append(call(model, to_device(x, device)).float().cpu())
         labels.append(torch.as_tensor(y))
     if not logits:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
@@ -372,8 +375,8 @@ class Trainer:
         self.model.train()
         self._totals = [0.0, 0, 0]
         for x, y, idx in self._loader():
-            x = x.to(self.device, non_blocking=True)
-            if self.channels_last and x.dim() == 4:
+            x = to_device(x, self.device)
+            if self.channels_last and isinstance(x, torch.Tensor) and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             self._train_step(x, y.to(self.device, non_blocking=True), idx)
         self._flush()
@@ -381,47 +384,64 @@ class Trainer:
         loss, correct, seen = self._totals
         return {"train_loss": loss / max(seen, 1), "train_top1": correct / max(seen, 1)}
 
-    def _validate(self) -> float:
-        """Validation top-1; under torchrun each rank scores a shard and the counts are summed."""
-        if not distributed.is_distributed():
-            return evaluate(self.module, self.val_set, self.eval_batch_size, self.device, self.workers)
-        import torch.distributed as dist
+    def _validate(self) -> tuple[float, float]:
+        """Validation top-1 and cross-entropy; under torchrun each rank scores a shard and the sums are added."""
         from torch.utils.data import Subset
 
-        shard = Subset(self.val_set, range(distributed.rank(), len(self.val_set), self.world))
+        shard = self.val_set if not distributed.is_distributed() else Subset(
+            self.val_set, range(distributed.rank(), len(self.val_set), self.world))
         logits, labels = _predict(self.module, shard, self.eval_batch_size, self.device, self.workers)
-        on = self.device if dist.get_backend() == "nccl" else torch.device("cpu")
-        counts = torch.tensor([float((logits.argmax(1) == labels).sum()) if len(labels) else 0.0,
-                               float(len(labels))], dtype=torch.float64, device=on)
-        dist.all_reduce(counts)
-        return float(counts[0] / counts[1].clamp(min=1))
+        sums = torch.tensor([float((logits.argmax(1) == labels).sum()) if len(labels) else 0.0,
+                             float(F.cross_entropy(logits, labels, reduction="sum")) if len(labels) else 0.0,
+                             float(len(labels))], dtype=torch.float64)
+        if distributed.is_distributed():
+            import torch.distributed as dist
+
+            on = self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+            sums = sums.to(on)
+            dist.all_reduce(sums)
+        n = float(sums[2].clamp(min=1))
+        return float(sums[0]) / n, float(sums[1]) / n
 
     def _end_epoch(self, metrics: dict) -> None:
         self.epoch += 1
         metrics["epoch"] = self.epoch
         self.history.append(metrics)
-        if metrics["val_top1"] > self.best[0]:
-            self.best = (metrics["val_top1"], self.epoch)
+        score = SELECTION.get(self.cfg.select)(self.history)
+        if score > self.best[0]:
+            self.best = (score, self.epoch)
             self.best_state = {k: v.detach().clone().cpu() for k, v in self.module.state_dict().items()}
         self.reporter.epoch_end(self.epoch, metrics)
         patience = self.cfg.early_stop_patience
-        self.stopped = bool(patience) and self.epoch - self.best[1] >= patience
+        # early stopping watches validation loss under "last" (which always improves), else the rule's score
+        since = self._epochs_since_best_loss() if self.cfg.select == "last" else self.epoch - self.best[1]
+        self.stopped = bool(patience) and since >= patience
         self.save_checkpoint()
         if self.stopped:
             log.info("%s: early stop at epoch %d (best %d)", self.name, self.epoch, self.best[1])
+
+    def _epochs_since_best_loss(self) -> int:
+        losses = [m["val_loss"] for m in self.history]
+        return len(losses) - 1 - int(np.argmin(losses))
 
     def fit(self, resume: bool = False) -> FitResult:
         """Train to ``cfg.epochs`` (or an early stop); ``resume`` continues from ``checkpoint_dir``."""
         resumed = self.load_checkpoint() if resume else None
         if not resume:
             seed_everything(self.seed)
+        with torch_threads(self.cfg.threads):  # set for this training when the recipe says; restored after
+            self._fit_epochs()
+        if self.best_state is not None:
+            self.module.load_state_dict(self.best_state)
+        kept = self.history[self.best[1] - 1]["val_top1"] if self.best[1] >= 1 else -1.0
+        return FitResult(kept, self.best[1], self.epoch, self.history, self.stopped, resumed, self.cfg.select,
+                         self.best[0])
+
+    def _fit_epochs(self) -> None:
         self.reporter.fit_start(self.name, self.cfg.epochs, self.steps_per_epoch)
         while self.epoch < self.cfg.epochs and not self.stopped:
             metrics = self._run_epoch()
-            metrics["val_top1"] = self._validate()
+            metrics["val_top1"], metrics["val_loss"] = self._validate()
             metrics["lr"] = self.optimizer.param_groups[0]["lr"]
             self._end_epoch(metrics)
         self.reporter.fit_end()
-        if self.best_state is not None:
-            self.module.load_state_dict(self.best_state)
-        return FitResult(self.best[0], self.best[1], self.epoch, self.history, self.stopped, resumed)

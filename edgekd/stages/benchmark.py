@@ -24,15 +24,14 @@ def _timing(cfg, rounds: int | None = None) -> Timing:
 
 
 def _torch_candidates(ctx) -> dict:
-    from edgekd.deploy.runtime.runner import TensorSpec
     from edgekd.deploy.torch_runner import TorchRunner
 
     dist, out = ctx.artifact("distill"), {}
-    spec = TensorSpec("input", "float32", ("batch", *ctx.splits.input_shape))
+    specs = list(ctx.splits.input_specs)
     for trained in (ctx.artifact("teacher").model, dist.student, dist.baseline):
         if trained is not None:
             model = ctx.model(trained.name).cpu()
-            out[f"{trained.name}-pytorch"] = (TorchRunner(model, [spec], threads=ctx.recipe.bench.threads), trained)
+            out[f"{trained.role}-pytorch"] = (TorchRunner(model, specs, threads=ctx.recipe.bench.threads), trained)
     return out
 
 
@@ -46,32 +45,29 @@ def _onnx_candidates(ctx) -> dict:
 
 def run_benchmark(ctx) -> BenchmarkArtifact:
     from edgekd.benchmarks.fingerprint import fingerprint
-    from edgekd.data import to_numpy
     from edgekd.deploy.runtime.runner import top1
 
     b = ctx.recipe.bench
-    x, _ = to_numpy(ctx.splits.test, limit=BENCH_SAMPLES)
-    test, val = to_numpy(ctx.splits.test), to_numpy(ctx.splits.val)
+    feed, _ = ctx.splits.arrays("test", BENCH_SAMPLES)
+    test, val = ctx.splits.arrays("test"), ctx.splits.arrays("val")
     candidates = {**_torch_candidates(ctx), **_onnx_candidates(ctx)}
     runners, base = {}, {}
     try:
         for name, (runner, made) in candidates.items():
             ctx.ui.stage("benchmark", f"{name}: opening and evaluating")
-            cold, rss = cold_start(runner, 1, {"input": x}, None)
+            cold, rss = cold_start(runner, 1, feed, None)
             runners[name] = runner
-            feed = runner.inputs()[0].name
             if hasattr(made, "test_top1"):  # a trained PyTorch model: evaluated once, in its stage
                 acc = {"top1": made.test_top1, "val_top1": made.val_top1}
                 fields = dict(fmt="pytorch", precision="fp32", role=made.role, path=made.weights.path,
                               size_bytes=ctx.run.path(made.weights.path).stat().st_size, params=made.params)
             else:
-                acc = {"top1": top1(runner, {feed: test[0]}, test[1]), "val_top1": top1(runner, {feed: val[0]},
-                                                                                        val[1])}
+                acc = {"top1": top1(runner, *test), "val_top1": top1(runner, *val)}
                 fields = dict(fmt="onnx", precision=made.precision, role=made.role, variant=made.variant,
                               path=made.file.path, size_bytes=ctx.run.path(made.file.path).stat().st_size,
                               params=made.params)
             base[name] = {**fields, **acc, "samples": int(len(test[1])), "cold_start": cold, "rss_model_bytes": rss}
-        rows = _timed_rows(ctx, runners, base, {"input": x}, b)
+        rows = _timed_rows(ctx, runners, base, feed, b)
     finally:
         for runner in runners.values():
             runner.__exit__(None, None, None)
@@ -81,10 +77,10 @@ def run_benchmark(ctx) -> BenchmarkArtifact:
     return BenchmarkArtifact(tuple(rows), fingerprint(providers), asdict(_timing(b)))
 
 
-def _timed_rows(ctx, runners: dict, base: dict, x: dict, b) -> list[ResultRow]:
+def _timed_rows(ctx, runners: dict, base: dict, feed: dict, b) -> list[ResultRow]:
     """Batch-1 latency (interleaved rounds) and throughput at ``bench.throughput_batch``, one row each."""
     names = list(runners)
-    feeds = {n: {runners[n].inputs()[0].name: x["input"]} for n in names}
+    feeds = dict.fromkeys(names, feed)  # every runner takes the same named inputs (the export keeps the names)
     ctx.ui.stage("benchmark", f"timing {len(names)} artifacts at batch 1, interleaved in {b.rounds} rounds")
     lat = time_candidates(runners, 1, _timing(b), feeds)
     ctx.ui.stage("benchmark", f"throughput at batch {b.throughput_batch}")

@@ -24,15 +24,16 @@ def export_model(model, splits, weights: Path, out: Path, *, role: str, cfg, sim
     """
     import torch
 
-    from edgekd.data import to_numpy
     from edgekd.deploy.export import export_metadata, export_verified
 
-    x_test, _ = to_numpy(splits.test, limit=PARITY_SAMPLES)
+    feed, _ = splits.arrays("test", PARITY_SAMPLES)
+    example = tuple(torch.from_numpy(feed[name][:1]) for name in splits.input_names)
     meta = export_metadata(__version__, source_sha256=sha256_file(weights), preprocessing=splits.preprocessing,
                            labels=splits.labels, role=role)
     model = model.cpu().eval()
-    return export_verified(model, torch.from_numpy(x_test[:1]), out, x_test, atol=cfg.atol, opset=cfg.opset,
-                           metadata=meta, exporter=cfg.exporter, fallback=cfg.fallback,
+    return export_verified(model, example, out, feed, atol=cfg.atol, opset=cfg.opset, metadata=meta,
+                           input_names=splits.input_names, output_names=["logits"], dynamic_axes=splits.axes(),
+                           exporter=cfg.exporter, fallback=cfg.fallback,
                            simplify=cfg.simplify if simplify is None else simplify)
 
 

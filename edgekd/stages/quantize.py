@@ -16,6 +16,7 @@ import logging
 from edgekd.artifacts import ModelFile, OnnxModel, QuantizeArtifact
 from edgekd.deploy.errors import VerificationError
 from edgekd.deploy.fileio import sha256_file
+from edgekd.deploy.quantize import head
 from edgekd.deploy.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def _val_top1(path, val) -> float:
     from edgekd.deploy.runtime.runner import top1
 
     with OnnxrtRunner(path, "cpu") as runner:
-        return top1(runner, {runner.inputs()[0].name: val[0]}, val[1])
+        return top1(runner, *val)
 
 
 def _model(ctx, name: str, precision: str, variant: str, path, fp32: OnnxModel, details: dict) -> OnnxModel:
@@ -64,7 +65,7 @@ def _dynamic(ctx, fp32: OnnxModel, data) -> tuple:
     from edgekd.deploy.quantize import quantize_dynamic
 
     out = _file(ctx, "dynamic")
-    res = quantize_dynamic(ctx.run.path(fp32.file.path), out, preset=ctx.recipe.quantize.preset, sample=data[0][:2])
+    res = quantize_dynamic(ctx.run.path(fp32.file.path), out, preset=ctx.recipe.quantize.preset, sample=head(data[0]))
     top1 = _val_top1(out, data[1])
     line = f"dynamic INT8 (preset {res.preset}): validation top-1 {top1:.2%}"
     return _model(ctx, NAMES["dynamic"], "int8", "dynamic", out, fp32, {"val_top1": top1, "preset": res.preset}), \
@@ -76,22 +77,20 @@ def _fp16(ctx, fp32: OnnxModel, data) -> tuple:
     from edgekd.deploy.quantize import convert_fp16
 
     out = _file(ctx, "fp16")
-    res = convert_fp16(ctx.run.path(fp32.file.path), out, sample=data[0][:2])
+    res = convert_fp16(ctx.run.path(fp32.file.path), out, sample=head(data[0]))
     top1 = _val_top1(out, data[1])
     return _model(ctx, NAMES["fp16"], "fp16", "fp16", out, fp32, {"val_top1": top1}), res.to_dict(), \
         [f"FP16 (FP32 inputs/outputs): validation top-1 {top1:.2%}"]
 
 
 def run_quantize(ctx) -> QuantizeArtifact:
-    from edgekd.data import to_numpy
-
     q = ctx.recipe.quantize
     if not q.enabled or not q.modes:
         ctx.ui.done("quantize", "skipped (quantize.enabled is false or quantize.modes is empty)")
         return QuantizeArtifact((), {}, ("skipped",))
     fp32 = next(m for m in ctx.artifact("export").models if m.name == "student-onnx-fp32")
-    calib, _ = to_numpy(ctx.splits.train_eval, limit=q.calib_samples)
-    data = (calib, to_numpy(ctx.splits.val))
+    calib, _ = ctx.splits.arrays("train_eval", q.calib_samples)
+    data = (calib, ctx.splits.arrays("val"))
     models, attempts, lines = [], {}, []
     for mode in q.modes:
         ctx.ui.stage("quantize", f"{mode}")

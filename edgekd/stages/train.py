@@ -79,13 +79,13 @@ def run_data(ctx) -> DataArtifact:
     return ctx.artifacts.pop("data_now")
 
 
-def _build(ctx, spec):
-    """Create a model section's model (and load its ``checkpoint``), seeded so that its initial weights do
-    not depend on what ran before (a cache hit or a trained teacher)."""
+def _build(ctx, spec, seed: int | None = None):
+    """Create a model section's model (and load its ``checkpoint``), seeded (the recipe's seed, or ``seed``) so
+    that its initial weights do not depend on what ran before (a cache hit or a trained teacher)."""
     from edgekd.distill.trainer import seed_everything
     from edgekd.models import model_from_config
 
-    seed_everything(ctx.recipe.seed)
+    seed_everything(ctx.recipe.seed if seed is None else seed)
     return model_from_config(spec, ctx.splits.num_classes, ctx.splits.input_shape)
 
 
@@ -214,57 +214,77 @@ def _train(ctx, name: str, role: str, model, objective, seed: int) -> TrainedMod
     r = ctx.recipe
     trainer = Trainer(model, ctx.splits.train, ctx.splits.val, r.train, objective, name=name, seed=seed,
                       **_loader_kwargs(ctx), checkpoint_dir=ctx.run.checkpoints(name),
-                      fingerprint=_fingerprint(ctx, name), reporter=ctx.ui.reporter(name))
+                      fingerprint={**_fingerprint(ctx, name), "seed": seed}, reporter=ctx.ui.reporter(name))
     fit = trainer.fit(resume=ctx.resume and (ctx.run.checkpoints(name) / "last.pt").is_file())
     model = _unwrap(trainer.model).eval()
     ctx.models[name] = model
     return _trained(ctx, name, role, model, seed, _selection(fit))
 
 
+def seeds_of(recipe) -> list[int]:
+    """The seeds a distill stage trains: ``seed``, ``seed + 1``, … (``distill.seeds`` of them)."""
+    return [recipe.seed + k for k in range(recipe.distill.seeds)]
+
+
+def _seeded(name: str, seed: int, first: int) -> str:
+    """``student`` for the recipe's seed, ``student-s<seed>`` for the others (file and checkpoint names)."""
+    return name if seed == first else f"{name}-s{seed}"
+
+
 def run_distill(ctx) -> DistillArtifact:
     from edgekd.distill.trainer import CEObjective, DistillObjective
+    from edgekd.stats import paired_gain
 
-    r = ctx.recipe
-    source = _teacher_source(ctx)
-    ctx.ui.stage("distill", f"{r.distill.method} (T={r.distill.temperature}, alpha={r.distill.alpha}), "
-                            f"teacher outputs: {source.kind}")
-    student = _build(ctx, r.student)
-    loss = _make_loss(ctx, student, ctx.model("teacher"))
-    kd = _train(ctx, "student", "student", student, DistillObjective(loss, source), r.seed)
-    baseline = None
-    if r.distill.baseline:
-        ctx.ui.stage("distill", "baseline: the same student from scratch, same budget and seed")
-        baseline = _train(ctx, "baseline", "baseline", _build(ctx, r.student), CEObjective(r.train.label_smoothing),
-                          r.seed)
-    teacher_top1 = ctx.artifact("teacher").model.test_top1
-    gain = "" if baseline is None else \
-        f", baseline {baseline.test_top1:.2%} (gain {100 * (kd.test_top1 - baseline.test_top1):+.2f} pp)"
-    ctx.ui.done("distill", f"student test top-1 {kd.test_top1:.2%}{gain}")
-    seeds = (SeedResult(r.seed, kd.test_top1, kd.val_top1, baseline.test_top1 if baseline else None,
-                        baseline.val_top1 if baseline else None),)
-    return DistillArtifact(r.distill.method, r.distill.temperature, r.distill.alpha, source.kind, teacher_top1, kd,
-                           baseline, seeds, None, r.seed, "the only seed")
+    r, seeds = ctx.recipe, seeds_of(ctx.recipe)
+    source = _teacher_source(ctx)  # once: every seed distils from the same teacher outputs
+    ctx.ui.stage("distill", f"{r.distill.method} (T={r.distill.temperature}, alpha={r.distill.alpha}), teacher "
+                            f"outputs: {source.kind}; {len(seeds)} seed(s){' + baseline' if r.distill.baseline else ''}")
+    students, baselines = [], []
+    for seed in seeds:
+        student = _build(ctx, r.student, seed)
+        loss = _make_loss(ctx, student, ctx.model("teacher"))
+        students.append(_train(ctx, _seeded("student", seed, seeds[0]), "student", student,
+                               DistillObjective(loss, source), seed))
+        if r.distill.baseline:
+            baselines.append(_train(ctx, _seeded("baseline", seed, seeds[0]), "baseline",
+                                    _build(ctx, r.student, seed), CEObjective(r.train.label_smoothing), seed))
+    shipped = max(range(len(seeds)), key=lambda k: (students[k].val_top1, -k))  # validation decides, never test
+    ctx.models["student"] = ctx.models[students[shipped].name]
+    if baselines:
+        ctx.models["baseline"] = ctx.models[baselines[shipped].name]
+    results = tuple(SeedResult(seed, st.test_top1, st.val_top1, b.test_top1 if b else None,
+                               b.val_top1 if b else None)
+                    for seed, st, b in zip(seeds, students, baselines or [None] * len(seeds), strict=True))
+    gain = paired_gain([x.test_top1 for x in students], [b.test_top1 for b in baselines]) if baselines else None
+    why = ("the only seed" if len(seeds) == 1 else
+           f"highest validation top-1 ({students[shipped].val_top1:.2%}) of {len(seeds)} seeds")
+    ctx.ui.done("distill", f"student test top-1 {students[shipped].test_top1:.2%} (seed {seeds[shipped]}, {why})"
+                           + (f"; {gain.statement}" if gain else ""))
+    return DistillArtifact(r.distill.method, r.distill.temperature, r.distill.alpha, source.kind,
+                           ctx.artifact("teacher").model.test_top1, students[shipped],
+                           baselines[shipped] if baselines else None, results, gain, seeds[shipped], why)
 
 
 # ---------------------------------------------------------------------------------------------- loading
 def load_trained(ctx, name: str):
-    """Rebuild a trained model of an earlier run from the recipe and its weights in the run folder."""
+    """Rebuild a trained model of an earlier run from the recipe and its weights in the run folder; ``name``
+    is ``teacher``, ``student``/``baseline`` (the shipped seed's) or a trained model's own name."""
     import dataclasses
 
     from edgekd.checkpoint import load_weights
+    from edgekd.deploy.errors import UsageError
     from edgekd.models import model_from_config
 
-    r = ctx.recipe
-    if name == "teacher":
-        spec, trained = r.teacher, ctx.artifact("teacher").model
-    else:
-        dist = ctx.artifact("distill")
-        trained = dist.student if name == "student" else dist.baseline
-        spec = r.student
+    dist = ctx.artifacts.get("distill")
+    known = {"teacher": ctx.artifact("teacher").model}
+    if dist is not None:
+        known.update({"student": dist.student, "baseline": dist.baseline, dist.student.name: dist.student})
+        if dist.baseline is not None:
+            known[dist.baseline.name] = dist.baseline
+    trained = known.get(name)
     if trained is None:
-        from edgekd.deploy.errors import UsageError
-
         raise UsageError(f"this run has no trained {name}", hint="set distill.baseline: true and re-run distill")
+    spec = ctx.recipe.teacher if name == "teacher" else ctx.recipe.student
     model = model_from_config(dataclasses.replace(spec, checkpoint=None), ctx.splits.num_classes,
                               ctx.splits.input_shape)
     load_weights(model, ctx.run.path(trained.weights.path))
