@@ -106,6 +106,7 @@ class DistillArtifact:
     gain: Gain | None = None
     shipped_seed: int = 0
     shipped_because: str = ""
+    augmentation: str = "none"
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,18 @@ Sources (``data.source`` in a recipe):
   dict with ``train``/``val``/``test`` datasets.
 
 Every dataset yields ``(x, y, index)`` so the teacher-output cache can look samples up.
+
+A torchvision or image-folder dataset whose decoded images fit in memory (``data.in_memory: auto``, below
+:data:`IN_MEMORY_BYTES`) is decoded once into tensors; augmentation then runs on whole batches
+(:class:`edgekd.augment.Augmentation`, replayable per view), which lets the teacher-output cache hold the
+teacher's logits for a fixed set of augmented views. Larger datasets stay file-backed and are augmented per
+sample by torchvision transforms (the teacher then runs online).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import logging
 import os
@@ -22,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.augment import Augmentation
 from edgekd.deploy.errors import InputFileError, UsageError
 from edgekd.deploy.registry import Registry
 from edgekd.deploy.runtime.preprocess import ImagePreprocessing
@@ -31,6 +40,12 @@ log = logging.getLogger(__name__)
 #: ``data.source`` schemes: ``name`` or ``name:argument`` → ``loader(cfg, seed, argument)``. Anything else of
 #: the form ``package.module:function`` is a user factory (code: see :mod:`edgekd.factories`).
 SOURCES: Registry = Registry("data.source")
+#: ``data.in_memory: auto`` decodes a dataset into tensors when all its images take at most this many bytes
+IN_MEMORY_BYTES = 1 << 30
+#: given mean/std are "far" from the training data's when a mean is off by more than this many of the data's
+#: standard deviations, or a std differs by more than this factor
+STATS_MEAN_TOLERANCE, STATS_STD_FACTOR = 0.25, 1.5
+_PROGRESS: contextvars.ContextVar = contextvars.ContextVar("edgekd_data_progress", default=None)
 
 
 @dataclass
@@ -51,6 +66,9 @@ class DataSplits:
     notes: list[str] = field(default_factory=list)
     input_specs: tuple[TensorSpec, ...] = ()
     task: str = "image-classification"
+    #: batch augmentation of an in-memory train split (applied by the trainer); ``None`` when the split is not
+    #: augmented or augments itself per sample (file-backed data: ``augmented`` is then true)
+    augmentation: Augmentation | None = None
 
     def __post_init__(self) -> None:
         if not self.input_specs:
@@ -193,7 +211,14 @@ def _digits(cfg, seed: int, arg: str = "") -> DataSplits:
                       [str(i) for i in range(10)], pre, ident, augmented=False)
 
 
-def _image_transforms(cfg, mean, std, train: bool):
+def crop_padding(cfg, size: tuple[int, int]) -> int:
+    """``data.transforms.padding``, or ⅛ of the image's shorter side (4 pixels at 32×32, as for CIFAR)."""
+    pad = cfg.transforms.padding
+    return int(pad) if pad is not None else min(size) // 8
+
+
+def _geometry(cfg) -> list:
+    """The deterministic part of the image pipeline: resize, then centre crop (fixed shapes)."""
     from torchvision import transforms as T
 
     t = cfg.transforms
@@ -201,8 +226,19 @@ def _image_transforms(cfg, mean, std, train: bool):
     if t.resize:  # the short side (then cropped), or both sides when there is no crop: fixed shapes
         ops.append(T.Resize(t.resize if t.crop else (t.resize, t.resize)))
     if t.crop:
-        ops.append(T.RandomCrop(t.crop, padding=t.crop // 8) if train and cfg.augment else T.CenterCrop(t.crop))
-    if train and cfg.augment and t.flip:
+        ops.append(T.CenterCrop(t.crop))
+    return ops
+
+
+def _image_transforms(cfg, mean, std, train: bool, size: tuple[int, int] | None = None):
+    """Per-sample transforms of file-backed data; the train split's crop (``padding``) and flip augment."""
+    from torchvision import transforms as T
+
+    ops = _geometry(cfg)
+    augment = train and cfg.augment
+    if augment and size and crop_padding(cfg, size):
+        ops.append(T.RandomCrop(size, padding=crop_padding(cfg, size)))
+    if augment and cfg.transforms.flip:
         ops.append(T.RandomHorizontalFlip())
     ops += [T.ToTensor(), T.Normalize(list(mean), list(std))]
     return T.Compose(ops)
@@ -216,10 +252,7 @@ def channel_stats(build: Callable, cfg, indices: np.ndarray, channels: int) -> t
     """Per-channel mean/std of the *training* images (resized/cropped as for evaluation, scaled to [0, 1])."""
     from torchvision import transforms as T
 
-    t = cfg.transforms
-    ops = ([T.Resize(t.resize if t.crop else (t.resize, t.resize))] if t.resize else []) + \
-          ([T.CenterCrop(t.crop)] if t.crop else []) + [T.ToTensor()]
-    ds = build(True, T.Compose(ops))
+    ds = build(True, T.Compose([*_geometry(cfg), T.ToTensor()]))
     pick = indices if len(indices) <= STATS_SAMPLES else np.random.default_rng(0).choice(
         indices, STATS_SAMPLES, replace=False)
     s1, s2, n = np.zeros(channels), np.zeros(channels), 0
@@ -242,6 +275,8 @@ def _image_contract(cfg, channels: int, size: tuple[int, int], mean, std) -> Ima
 
 def _from_datasets(name: str, build: Callable, cfg, seed: int, has_test_split: bool) -> DataSplits:
     """Common path for torchvision-style datasets. ``build(train: bool, transform)`` makes a dataset."""
+    from torchvision import transforms as T
+
     probe = build(True, None)
     first = read_sample(probe, 0)[0]
     channels = len(first.getbands()) if hasattr(first, "getbands") else int(np.shape(first)[0])
@@ -250,26 +285,139 @@ def _from_datasets(name: str, build: Callable, cfg, seed: int, has_test_split: b
         labels = labels[:cfg.limit]
     test_frac = 0.0 if has_test_split else cfg.test_fraction
     tr, va, te = stratified_split(labels, cfg.val_fraction, test_frac, seed)
-    t = cfg.transforms
-    if t.mean and t.std:
-        mean, std = t.mean, t.std
-    else:
-        mean, std = channel_stats(build, cfg, tr, channels)
-        log.info("%s: mean %s, std %s computed from %d training images", name, mean, std, min(len(tr),
-                                                                                            STATS_SAMPLES))
-    eval_tf = _image_transforms(cfg, mean, std, False)
-    full_train, full_eval = build(True, _image_transforms(cfg, mean, std, True)), build(True, eval_tf)
-    x0 = full_eval[0][0]
-    pre = _image_contract(cfg, channels, tuple(int(d) for d in x0.shape[1:]), mean, std)
-    test = Indexed(build(False, eval_tf)) if has_test_split else Indexed(full_eval, te)
-    if has_test_split and cfg.limit:
-        test = Indexed(test.base, np.arange(min(len(test.base), max(cfg.limit // 5, 1))))
+    geometry = build(True, T.Compose([*_geometry(cfg), T.ToTensor()]))
+    shape = tuple(int(d) for d in read_sample(geometry, 0)[0].shape)
+    test_base = build(False, None) if has_test_split else None
+    n_test = 0 if test_base is None else min(len(test_base), max(cfg.limit // 5, 1)) if cfg.limit else len(test_base)
     classes = list(getattr(probe, "classes", None) or [str(i) for i in range(int(labels.max()) + 1)])
-    ident = _identity(name, content_identity(probe), cfg.limit, cfg.val_fraction, test_frac, seed, pre.to_dict(),
-                      cfg.transforms, content_identity(build(False, None)) if has_test_split else None)
+    in_memory = cfg.in_memory == "on" or (
+        cfg.in_memory == "auto" and (len(labels) + n_test) * int(np.prod(shape)) * 4 <= IN_MEMORY_BYTES)
+    ident = [name, content_identity(probe), cfg.limit, cfg.val_fraction, test_frac, seed, cfg.transforms,
+             cfg.augment, content_identity(test_base) if has_test_split else None]
+    if in_memory:
+        return _decoded(name, geometry, build, cfg, seed, labels, (tr, va, te), n_test, shape, classes,
+                        ident)
+    given = cfg.transforms.mean and cfg.transforms.std
+    mean, std = channel_stats(build, cfg, tr, channels)
+    if given:
+        warn_if_far(name, cfg.transforms.mean, cfg.transforms.std, mean, std, min(len(tr), STATS_SAMPLES))
+        mean, std = cfg.transforms.mean, cfg.transforms.std
+    else:
+        log.info("%s: mean %s, std %s computed from %d training images", name, mean, std,
+                 min(len(tr), STATS_SAMPLES))
+    eval_tf = _image_transforms(cfg, mean, std, False)
+    full_train = build(True, _image_transforms(cfg, mean, std, True, shape[1:]))
+    full_eval = build(True, eval_tf)
+    pre = _image_contract(cfg, channels, shape[1:], mean, std)
+    test = Indexed(build(False, eval_tf), np.arange(n_test)) if has_test_split else Indexed(full_eval, te)
     return DataSplits(Indexed(full_train, tr), Indexed(full_eval, tr), Indexed(full_eval, va), test,
-                      len(classes), tuple(x0.shape), [str(c) for c in classes], pre, ident,
+                      len(classes), shape, [str(c) for c in classes], pre, _identity(*ident, pre.to_dict()),
                       augmented=bool(cfg.augment))
+
+
+def _decoded(name, geometry, build, cfg, seed, labels, parts, n_test, shape, classes, ident) -> DataSplits:
+    """Decode every image once (resize/crop, scaled to [0, 1]), take mean/std from *all* training images
+    unless the recipe gives them, normalise as tensors; augmentation then runs per batch."""
+    import torch
+
+    tr, va, te = parts
+    x = _decode_all(geometry, len(labels), f"decoding {name}")
+    mean = x[torch.from_numpy(tr)].mean(dim=(0, 2, 3)).tolist()
+    std = x[torch.from_numpy(tr)].std(dim=(0, 2, 3), unbiased=False).tolist()
+    if cfg.transforms.mean and cfg.transforms.std:
+        warn_if_far(name, cfg.transforms.mean, cfg.transforms.std, mean, std, len(tr))
+        mean, std = list(cfg.transforms.mean), list(cfg.transforms.std)
+    else:
+        mean, std = [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
+        log.info("%s: mean %s, std %s computed from the %d training images", name, mean, std, len(tr))
+    m, sd = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    x = x.sub_(m).div_(sd)  # what T.Normalize computes, on the whole array
+    y = torch.from_numpy(labels.astype(np.int64))
+    train = TensorSplit(x[torch.from_numpy(tr)], y[torch.from_numpy(tr)])
+    val = TensorSplit(x[torch.from_numpy(va)], y[torch.from_numpy(va)])
+    if n_test:
+        from torchvision import transforms as T
+
+        test_geo = build(False, T.Compose([*_geometry(cfg), T.ToTensor()]))
+        xt = _decode_all(test_geo, n_test, f"decoding {name} (test)").sub_(m).div_(sd)
+        test = TensorSplit(xt, torch.as_tensor(_targets(test_geo)[:n_test], dtype=torch.long))
+    else:
+        test = TensorSplit(x[torch.from_numpy(te)], y[torch.from_numpy(te)])
+    pre = _image_contract(cfg, shape[0], shape[1:], mean, std)
+    aug = None
+    if cfg.augment:
+        fill = tuple(float((0.0 - mu) / s) for mu, s in zip(mean, std, strict=True))  # a black pixel, normalised
+        aug = Augmentation(crop_padding(cfg, shape[1:]), bool(cfg.transforms.flip), fill, seed)
+        if not aug.active:
+            log.warning("data.augment is on but data.transforms has neither padding nor flip: nothing to augment")
+            aug = None
+    return DataSplits(train, train, val, test, len(classes), shape, [str(c) for c in classes], pre,
+                      _identity(*ident, pre.to_dict(), "memory"), augmented=aug is not None, augmentation=aug)
+
+
+def _decode_all(dataset, n: int, what: str):
+    """Samples ``0..n-1`` of ``dataset`` stacked into one float32 tensor, with progress for long reads."""
+    import torch
+
+    fast = _from_array(dataset, n)
+    if fast is not None:
+        return fast
+    first = read_sample(dataset, 0)[0]
+    out = torch.empty((n, *first.shape), dtype=torch.float32)
+    step = 1024
+    with _progress(what, -(-n // step)) as bar:
+        for start in range(0, n, step):
+            for i in range(start, min(start + step, n)):
+                out[i] = read_sample(dataset, i)[0]
+            bar.advance()
+    return out
+
+
+def _from_array(dataset, n: int):
+    """The images of a dataset holding them as one uint8 array (``.data``: MNIST family, CIFAR) converted in
+    one go — what ``ToTensor()`` gives per sample — when the transform is nothing more; checked against the
+    per-sample path on the first and last sample, else ``None``."""
+    import torch
+
+    data = getattr(dataset, "data", None)
+    if data is None or getattr(data, "dtype", None) not in (np.uint8, torch.uint8) or np.ndim(data) not in (3, 4):
+        return None
+    x = torch.as_tensor(np.asarray(data[:n]))
+    x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)  # (N, H, W) or (N, H, W, C) → NCHW
+    x = x.to(torch.float32).div_(255.0)
+    for i in (0, n - 1):
+        sample = read_sample(dataset, i)[0]
+        if not (isinstance(sample, torch.Tensor) and sample.shape == x[i].shape and torch.equal(sample, x[i])):
+            return None
+    return x
+
+
+@contextlib.contextmanager
+def _progress(what: str, total: int):
+    factory = _PROGRESS.get()
+    bar = factory(what, total) if factory else None
+    try:
+        yield bar or _Quiet()
+    finally:
+        if bar:
+            bar.close()
+
+
+class _Quiet:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+def warn_if_far(name: str, mean, std, data_mean, data_std, n: int) -> None:
+    """Warn when the recipe's normalisation does not match the training images (e.g. 0.5/0.5 given for
+    Fashion-MNIST, whose mean/std are 0.286/0.353): a model trained elsewhere with the right statistics would
+    score far lower here."""
+    far = [c for c, (m, s, dm, ds) in enumerate(zip(mean, std, data_mean, data_std, strict=False))
+           if abs(m - dm) > STATS_MEAN_TOLERANCE * ds or not 1 / STATS_STD_FACTOR <= s / max(ds, 1e-12) <= STATS_STD_FACTOR]
+    if far:
+        log.warning("%s: data.transforms mean %s / std %s are far from the training images' %s / %s (%d images, "
+                    "channel(s) %s): check them (omit both to use the data's own)", name, list(mean), list(std),
+                    [round(float(v), 4) for v in data_mean], [round(float(v), 4) for v in data_std], n, far)
 
 
 def _targets(ds) -> list[int]:
@@ -384,8 +532,17 @@ def _from_dict(spec: str, parts: dict, cfg, seed: int) -> DataSplits:
                       [str(c) for c in classes], pre, ident, augmented=bool(cfg.augment))
 
 
-def load_data(cfg, seed: int = 0) -> DataSplits:
-    """Build the splits named by a recipe's ``data`` section."""
+def load_data(cfg, seed: int = 0, progress: Callable | None = None) -> DataSplits:
+    """Build the splits named by a recipe's ``data`` section; ``progress(name, total)`` (a UI's) shows long
+    decoding."""
+    token = _PROGRESS.set(progress)
+    try:
+        return _load(cfg, seed)
+    finally:
+        _PROGRESS.reset(token)
+
+
+def _load(cfg, seed: int) -> DataSplits:
     scheme, colon, arg = cfg.source.partition(":")
     if scheme in SOURCES:
         return SOURCES.get(scheme)(cfg, seed, arg)

@@ -46,6 +46,7 @@ class TransformConfig:
     resize: int | None = _range(None, 1, 8192)
     crop: int | None = _range(None, 1, 8192)
     flip: bool = False
+    padding: int | None = _range(None, 0, 1024)
     mean: list[float] | None = None
     std: list[float] | None = None
 
@@ -63,6 +64,7 @@ class DataConfig:
     workers: int = _range(0, 0, 64)
     pin_memory: bool | None = None
     augment: bool = False
+    in_memory: str = _choices("auto", "on", "off", default="auto")
     transforms: TransformConfig = field(default_factory=TransformConfig)
     limit: int | None = _range(None, 1, None)
 
@@ -115,6 +117,7 @@ class DistillConfig:
     baseline: bool = True
     seeds: int = _range(1, 1, 100)
     cache: str = _choices("auto", "memory", "disk", "off", default="auto")
+    cache_views: int | None = _range(None, 1, 1000)
 
 
 @dataclass

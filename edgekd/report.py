@@ -182,16 +182,32 @@ def latency_table(rows: list[ResultRow]) -> Table:
 def distillation_table(dist: dict) -> Table:
     rows = [["method", str(dist.get("method", "–"))], ["temperature", str(dist.get("temperature", "–"))],
             ["alpha", str(dist.get("alpha", "–"))], ["teacher outputs", str(dist.get("teacher_outputs", "–"))],
+            ["augmentation", str(dist.get("augmentation", "–"))],
             ["teacher top-1", fmt_pct(dist.get("teacher_top1"))],
             ["student top-1 (distilled, shipped seed)", fmt_pct(dist.get("student_top1"))],
             ["baseline top-1 (same student, no teacher)", fmt_pct(dist.get("baseline_top1"))],
             ["gain from distillation (this seed)", fmt_pp(dist.get("gain"))]]
     notes = []
+    if dist.get("shipped_because"):
+        notes.append(f"Shipped: the student of seed {dist.get('shipped_seed')} ({dist['shipped_because']}).")
     gain = dist.get("gain_over_seeds")
     if gain:
         rows.append([f"gain over {gain['n']} seeds", _gain_text(gain)])
         notes.append(gain["statement"])
     return Table("Distillation", ["", "value"], rows, notes)
+
+
+def seeds_table(dist: dict) -> Table | None:
+    """Per seed: student and baseline top-1 (test, and validation, which chose the shipped seed)."""
+    seeds = dist.get("seeds") or []
+    if len(seeds) < 2:
+        return None
+    rows = [[str(s["seed"]) + (" (shipped)" if s["seed"] == dist.get("shipped_seed") else ""),
+             fmt_pct(s["student_top1"]), fmt_pct(s.get("baseline_top1")),
+             fmt_pp(s["student_top1"] - s["baseline_top1"]) if s.get("baseline_top1") is not None else "–",
+             fmt_pct(s["student_val_top1"]), fmt_pct(s.get("baseline_val_top1"))] for s in seeds]
+    return Table("Seeds (test top-1; validation picks the shipped seed)",
+                 ["seed", "student", "baseline", "gain", "student val", "baseline val"], rows)
 
 
 def _gain_text(gain: dict) -> str:
@@ -269,6 +285,9 @@ def write_run_report(doc: ResultsDocument, out_dir: Path) -> dict[str, Path]:
         parts += ["![latency vs accuracy](pareto.png)", ""]
     if doc.distillation:
         parts.append(distillation_table(doc.distillation).markdown())
+        per_seed = seeds_table(doc.distillation)
+        if per_seed:
+            parts.append(per_seed.markdown())
     if doc.export:
         parts.append(export_table(doc.export).markdown())
     if doc.quantize:

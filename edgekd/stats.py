@@ -31,8 +31,8 @@ def paired_gain(student: list[float], baseline: list[float]) -> Gain:
     n, mean = len(d), float(d.mean())
     if n < 2:
         return Gain(n, mean, None, None, None, 0.95, "one seed",
-                    f"KD {'gained' if mean >= 0 else 'lost'} {100 * mean:+.2f} pp on one seed — no interval: run with "
-                    "--seeds 3 (or more) to know whether it exceeds seed noise")
+                    f"KD gain {100 * mean:+.2f} pp on one seed — no interval: run with --seeds 3 (or more) to "
+                    "know whether it exceeds seed noise")
     std = float(d.std(ddof=1))
     half = t_quantile_975(n - 1) * std / np.sqrt(n)
     low, high = mean - half, mean + half
@@ -40,5 +40,5 @@ def paired_gain(student: list[float], baseline: list[float]) -> Gain:
     what = {"gain": "a gain beyond seed noise", "loss": "a loss beyond seed noise",
             "within noise": "within seed noise (the interval includes 0)"}[verdict]
     return Gain(n, mean, std, float(low), float(high), 0.95, verdict,
-                f"KD {'gained' if mean >= 0 else 'lost'} {100 * mean:+.2f} ± {100 * std:.2f} pp over {n} seeds "
+                f"KD gain {100 * mean:+.2f} ± {100 * std:.2f} pp over {n} seeds "
                 f"(95% interval [{100 * low:+.2f}, {100 * high:+.2f}] pp): {what}")

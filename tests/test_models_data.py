@@ -130,13 +130,48 @@ def test_fakedata_with_recipe_transforms():
     assert x.shape == (3, 8, 8) and isinstance(y, int) and i == 0
 
 
-def test_augmentation_only_on_the_train_split():
-    s = load_data(_fake(augment=True, transforms=TransformConfig(crop=12, flip=True)), seed=0)
-    assert s.augmented
+def test_file_backed_augmentation_only_on_the_train_split():
+    s = load_data(_fake(augment=True, in_memory="off", transforms=TransformConfig(crop=12, flip=True)), seed=0)
+    assert s.augmented and s.augmentation is None  # per sample, by torchvision transforms
     a, b = s.train[0][0], s.train[0][0]
     e1, e2 = s.train_eval[0][0], s.train_eval[0][0]
     assert torch.equal(e1, e2)
     assert a.shape == e1.shape == (3, 12, 12) and b.shape == a.shape
+
+
+def test_in_memory_decoding_matches_the_file_backed_path():
+    """Decoded once into tensors (mean/std from all training images), the splits hold what the per-sample
+    transforms give; augmentation moves to the batch (replayable), with the configured padding."""
+    from edgekd.data import TensorSplit, to_numpy
+
+    t = TransformConfig(resize=10, crop=8, flip=True, padding=2)
+    mem = load_data(_fake(augment=True, transforms=t), seed=0)
+    files = load_data(_fake(augment=True, in_memory="off", transforms=t), seed=0)
+    assert isinstance(mem.train, TensorSplit) and mem.train is mem.train_eval
+    assert mem.augmentation is not None and mem.augmentation.padding == 2 and mem.augmentation.flip
+    np.testing.assert_allclose(mem.preprocessing.mean, files.preprocessing.mean, atol=2e-4)
+    np.testing.assert_allclose(mem.preprocessing.std, files.preprocessing.std, atol=2e-4)
+    for split in ("train_eval", "val", "test"):
+        (xm, ym), (xf, yf) = to_numpy(getattr(mem, split)), to_numpy(getattr(files, split))
+        np.testing.assert_array_equal(ym, yf)
+        np.testing.assert_allclose(xm, xf, atol=2e-3)
+    assert mem.identity != files.identity
+    fill = mem.augmentation.fill  # the padding is a black pixel after normalisation
+    np.testing.assert_allclose(fill, [-m / sd for m, sd in zip(mem.preprocessing.mean, mem.preprocessing.std,
+                                                                strict=True)])
+
+
+def test_given_statistics_far_from_the_data_are_warned(caplog):
+    """Fashion-MNIST normalised with 0.5/0.5 (its own: 0.286/0.353) is the classic silent mistake."""
+    with caplog.at_level("WARNING", logger="edgekd.data"):
+        load_data(_fake(transforms=TransformConfig(mean=[0.9] * 3, std=[0.05] * 3)), seed=0)
+    assert "far from the training images" in caplog.text and "omit both" in caplog.text
+    caplog.clear()
+    own = load_data(_fake(), seed=0).preprocessing
+    with caplog.at_level("WARNING", logger="edgekd.data"):
+        load_data(_fake(in_memory="off", transforms=TransformConfig(mean=list(own.mean), std=list(own.std))),
+                  seed=0)
+    assert "far from" not in caplog.text
 
 
 def test_imagefolder_from_generated_images(tmp_path):

@@ -1,5 +1,5 @@
 """The trainer: optimisers, schedules, clipping, early stopping, best-on-val, determinism, divergence,
-and the teacher cache (same loss as the online teacher when augmentation is off)."""
+and the teacher cache (same loss as the online teacher without augmentation, and with replayed views)."""
 
 from __future__ import annotations
 
@@ -171,14 +171,14 @@ def test_cache_gives_the_same_loss_as_the_online_teacher(tmp_path):
     for source in (memory, disk):
         cached = _losses(DistillObjective(KDLoss(4.0, 0.9), source), student, train)
         np.testing.assert_allclose(cached, online, rtol=1e-6)
-    np.testing.assert_allclose(memory._store.numpy(), predict_logits(teacher, train), rtol=1e-6)
+    np.testing.assert_allclose(memory._store[0].numpy(), predict_logits(teacher, train), rtol=1e-6)
 
 
 def test_multi_teacher_cache_stores_every_teacher():
     train, _ = splits()
     teachers = [net(1, (8, 16), 32).eval(), net(3, (8, 8), 16).eval()]
     cache = TeacherCache(teachers, train, 64, "cpu", weights=[2.0, 1.0])
-    assert cache._store.shape == (len(train), 2, 4)
+    assert cache._store.shape == (1, len(train), 2, 4)
     student = net(2).eval()
     loss = MultiTeacherKDLoss(4.0, 0.9)
     online = _losses(DistillObjective(MultiTeacherKDLoss(4.0, 0.9), OnlineTeacher(teachers, [2.0, 1.0])),
@@ -190,6 +190,64 @@ def test_multi_teacher_cache_stores_every_teacher():
         DistillObjective(KDLoss(), cache)
 
 
+class _Recorder(CEObjective):
+    """Cross-entropy that also keeps the inputs of every step (what the model was shown)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __call__(self, model, x, y, idx):
+        self.seen.append((x.clone(), idx.clone()))
+        return super().__call__(model, x, y, idx)
+
+
+def test_cached_views_replay_what_the_online_teacher_computes(tmp_path):
+    """With crop + flip on the batch, the cache of K views serves, at every step of every epoch, the very
+    logits the teacher computes on the images the student is shown; epoch K shows view 0 again."""
+    from edgekd.augment import Augmentation, EpochViews
+
+    train, val = splits(96)
+    teacher = net(1, (8, 16), 32).eval()
+    views = EpochViews(Augmentation(padding=2, flip=True, fill=(-1.0,), seed=3), views=2)
+    cache = TeacherCache([teacher], train, 40, "cpu", views=views)
+    disk = TeacherCache([teacher], train, 40, "cpu", views=views, disk_path=tmp_path / "views.npy")
+    assert cache._store.shape == disk._store.shape == (2, len(train), 4)
+    np.testing.assert_allclose(np.asarray(disk._store), cache._store.numpy(), rtol=1e-6)
+    recorder = _Recorder()
+    Trainer(net(2), train, val, cfg(epochs=3), recorder, batch_size=32, augment=views).fit()
+    steps = len(recorder.seen) // 3
+    for epoch in range(3):
+        cache.start_epoch(epoch)
+        for x, idx in recorder.seen[epoch * steps:(epoch + 1) * steps]:
+            with torch.inference_mode():
+                online = teacher(x)
+            np.testing.assert_allclose(cache(x, idx).numpy(), online.numpy(), rtol=1e-5, atol=1e-6)
+    first, third = recorder.seen[0], recorder.seen[2 * steps]
+    assert not torch.equal(first[0], train.x[first[1]])  # the batch was augmented ...
+    # ... and epoch 2 replays view 0 (same images per sample, whatever the shuffle)
+    pos = {int(i): k for k, i in enumerate(third[1])}
+    common = [k for k, i in enumerate(first[1].tolist()) if i in pos]
+    assert common and all(torch.equal(first[0][k], third[0][pos[int(first[1][k])]]) for k in common)
+
+
+def test_augmentation_is_a_pure_function_of_seed_sample_and_view():
+    from edgekd.augment import Augmentation
+
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6)
+    aug = Augmentation(padding=1, flip=True, fill=(-5.0,), seed=0)
+    a, b = aug(x, torch.tensor([0, 1]), 4), aug(x, torch.tensor([0, 1]), 4)
+    assert torch.equal(a, b) and a.shape == x.shape
+    views = torch.stack([aug(x, torch.tensor([0, 1]), v) for v in range(16)])
+    assert len({v.numpy().tobytes() for v in views}) > 4  # views differ
+    assert (views == -5.0).any() and (views == -5.0).float().mean() < 0.3  # padding fills with the black pixel
+    other = Augmentation(padding=1, flip=True, fill=(-5.0,), seed=1)
+    assert not all(torch.equal(aug(x, torch.tensor([0, 1]), v), other(x, torch.tensor([0, 1]), v)) for v in range(8))
+    flips = Augmentation(flip=True)
+    flipped = [torch.equal(flips(x, torch.tensor([0]), v)[0], x[0].flip(-1)) for v in range(64)]
+    assert 16 < sum(flipped) < 48  # about half
+
+
 def test_teacher_source_selection():
     train, _ = splits(32)
     t = [net(1)]
@@ -197,8 +255,12 @@ def test_teacher_source_selection():
     assert make_teacher_source(t, train, augmented=True).kind == "online"
     assert make_teacher_source(t, train, cache="off").kind == "online"
     assert make_teacher_source(t, train, needs_features=True).kind == "online"
-    with pytest.raises(UsageError, match="augmentation is on"):
+    with pytest.raises(UsageError, match="augmented per sample"):
         make_teacher_source(t, train, cache="memory", augmented=True)
+    from edgekd.augment import Augmentation, EpochViews
+
+    views = EpochViews(Augmentation(padding=1), 3)
+    assert make_teacher_source(t, train, cache="memory", augmented=True, views=views)._store.shape[0] == 3
     with pytest.raises(UsageError, match="teacher features"):
         make_teacher_source(t, train, cache="disk", needs_features=True)
     with pytest.raises(UsageError, match="logit cache holds no features"):

@@ -68,7 +68,7 @@ def load_run(run_dir: Path) -> tuple[Path, np.ndarray, tuple, tuple]:
     return student, calib, to_numpy(load_data(recipe.data, recipe.seed).test), val
 
 
-def make_variants(student: Path, calib: np.ndarray, workdir: Path, methods=METHODS,
+def make_variants(student: Path, calib: dict, workdir: Path, methods=METHODS,
                   presets=PRESET_NAMES) -> list[Variant]:
     """FP32 plus every static INT8 method × preset, dynamic INT8 and FP16 (failures become rows)."""
     from edgekd.deploy.quantize import convert_fp16, quantize_dynamic, quantize_static
@@ -100,12 +100,17 @@ def evaluate(variants: list[Variant], runners: dict, test: tuple, val: tuple) ->
     for v in (v for v in variants if v.name in runners):
         runner = runners[v.name]
         name = runner.inputs()[0].name
-        pred_test = run_all(runner, {name: test[0]}).argmax(1)
-        pred_val = run_all(runner, {name: val[0]}).argmax(1)
+        pred_test = run_all(runner, _feed(name, test[0])).argmax(1)
+        pred_val = run_all(runner, _feed(name, val[0])).argmax(1)
         ref = pred_test if ref is None else ref
         v.metrics.update(test_top1=float((pred_test == test[1]).mean()), val_top1=float((pred_val == val[1]).mean()),
                          agreement=float((pred_test == ref).mean()), size_bytes=os.path.getsize(v.path),
                          nodes=len(onnx.load(v.path).graph.node))
+
+
+def _feed(name: str, x) -> dict:
+    """A feed from an array of the one input, or a feed as it is (validation comes as one)."""
+    return x if isinstance(x, dict) else {name: x}
 
 
 def time_variants(variants: list[Variant], runners: dict, x: np.ndarray, batches: list[int], timing: Timing) -> None:
@@ -260,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgekd-qtrade-") as tmp:
         variants = make_variants(student, calib, Path(tmp), methods, presets)
         measure_variants(variants, test, val, batches, args.threads, timing)
-    md = markdown(variants, batches, args, len(test[1]), len(calib))
+    md = markdown(variants, batches, args, len(test[1]), len(next(iter(calib.values()))))
     print(md)
     if args.json:
         write_json(args.json, to_json(variants))

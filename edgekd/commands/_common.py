@@ -107,17 +107,21 @@ def _summary(console, result, out, summary_table) -> None:
     from edgekd.benchmarks.results import load_results
     from edgekd.report import fmt_pct, fmt_pp
 
+    d = result.artifacts.get("distill")
     if result.complete and result.run.results.is_file():
         doc = load_results(result.run.results)
         console.print(summary_table(doc))
+        if d is not None and d.gain is not None:
+            console.print(f"distillation: {d.gain.statement}", markup=False)
         console.print(f"bundle: {out}/bundle — {doc.bundle.decision}" if doc.bundle and doc.bundle.chosen
                       else f"no bundle: {doc.bundle.decision if doc.bundle else 'no report'}", markup=False)
         console.print(f"report: {out}/report.md", markup=False)
-    elif "distill" in result.artifacts:
-        d = result.artifacts["distill"]
+    elif d is not None:
         base = f"  baseline {fmt_pct(d.baseline.test_top1)} (gain {fmt_pp(d.student.test_top1 - d.baseline.test_top1)})" \
             if d.baseline else ""
-        console.print(f"teacher {fmt_pct(d.teacher_top1)}  student {fmt_pct(d.student.test_top1)}{base}",
-                      markup=False)
+        console.print(f"teacher {fmt_pct(d.teacher_top1)}  student {fmt_pct(d.student.test_top1)}{base}"
+                      f" — seed {d.shipped_seed}", markup=False)
+        if d.gain is not None:
+            console.print(f"distillation: {d.gain.statement}", markup=False)
     console.print(f"stages run: {', '.join(result.ran) or 'none'}; run {'complete' if result.complete else 'partial'}"
                   f" in {out}", markup=False)

@@ -29,6 +29,9 @@ class CEObjective:
     def __init__(self, label_smoothing: float = 0.0):
         self.label_smoothing = label_smoothing
 
+    def start_epoch(self, epoch: int) -> None:
+        pass
+
     def __call__(self, model, x, y, idx) -> dict:
         logits = call(model, x)
         ce = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
@@ -71,6 +74,10 @@ class DistillObjective:
             elif list(self.loss_fn.weights) != list(source_w):
                 raise UsageError(f"teacher mix weights differ: loss {self.loss_fn.weights} vs teacher source "
                                  f"{list(source_w)}", hint="pass teacher.weights_mix in one place")
+
+    def start_epoch(self, epoch: int) -> None:
+        """Tell the teacher source which epoch starts (a cache of augmented views serves that epoch's view)."""
+        getattr(self.teacher, "start_epoch", lambda e: None)(epoch)
 
     def __call__(self, model, x, y, idx) -> dict:
         if not self.uses_features:

@@ -5,7 +5,8 @@
 * early stopping and best-checkpoint selection on the validation split (never on test);
 * CUDA: mixed precision (bf16 where supported, else fp16 with a scaler), channels_last, non_blocking
   copies, and the loss checked every few steps instead of a device sync per step;
-* deterministic on CPU given a seed; the shuffle order depends only on (seed, epoch);
+* deterministic on CPU given a seed; the shuffle order depends only on (seed, epoch), and so does the batch
+  augmentation of in-memory data (``augment``: :class:`edgekd.augment.EpochViews`);
 * an atomic checkpoint every epoch (model, optimizer, scaler, loss state, epoch, RNG states, best metric)
   and ``resume=True`` continuing bit-identically on CPU;
 * under torchrun: DistributedDataParallel, a DistributedSampler, validation accuracy summed over ranks,
@@ -167,8 +168,9 @@ class Trainer:
     def __init__(self, model, train_set, val_set, cfg, objective, *, name: str = "model", seed: int = 0,
                  batch_size: int = 64, eval_batch_size: int = 256, workers: int = 0, device=None,
                  checkpoint_dir: str | Path | None = None, fingerprint: dict | None = None,
-                 reporter: Reporter | None = None, pin_memory: bool | None = None):
+                 reporter: Reporter | None = None, pin_memory: bool | None = None, augment=None):
         self.cfg, self.objective, self.name, self.seed = cfg, objective, name, seed
+        self.augment = augment
         self.train_set, self.val_set = train_set, val_set
         self.batch_size, self.eval_batch_size, self.workers = batch_size, eval_batch_size, workers
         self.device = torch.device(device) if device is not None else resolve_device(cfg.device)
@@ -374,8 +376,11 @@ class Trainer:
     def _run_epoch(self) -> dict:
         self.model.train()
         self._totals = [0.0, 0, 0]
+        getattr(self.objective, "start_epoch", lambda e: None)(self.epoch)
         for x, y, idx in self._loader():
             x = to_device(x, self.device)
+            if self.augment is not None:
+                x = self.augment(x, torch.as_tensor(idx), self.epoch)
             if self.channels_last and isinstance(x, torch.Tensor) and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             self._train_step(x, y.to(self.device, non_blocking=True), idx)

@@ -112,7 +112,8 @@ def distillation_summary(dist) -> dict:
 
     base = dist.baseline
     return {"method": dist.method, "temperature": dist.temperature, "alpha": dist.alpha,
-            "teacher_outputs": dist.teacher_outputs, "teacher_top1": dist.teacher_top1,
+            "teacher_outputs": dist.teacher_outputs, "augmentation": dist.augmentation,
+            "teacher_top1": dist.teacher_top1,
             "student_top1": dist.student.test_top1, "baseline_top1": base.test_top1 if base else None,
             "gain": dist.student.test_top1 - base.test_top1 if base else None,
             "seeds": to_json(dist.seeds), "gain_over_seeds": to_json(dist.gain), "shipped_seed": dist.shipped_seed,

@@ -7,6 +7,7 @@ docs/distillation.md); the test split is evaluated once per model, after trainin
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from edgekd import distributed
@@ -33,7 +34,7 @@ def prepare(ctx, todo: list[str]) -> None:
 
     r = ctx.recipe
     ctx.device = resolve_device(r.train.device)
-    ctx.splits = s = load_data(r.data, r.seed)
+    ctx.splits = s = load_data(r.data, r.seed, progress=ctx.ui.progress)
     check_splits(s, r.data)
     artifact = DataArtifact(r.data.source, tuple(s.input_shape), s.num_classes, tuple(s.labels), s.preprocessing,
                             s.identity, {"train": len(s.train), "val": len(s.val), "test": len(s.test)})
@@ -160,7 +161,8 @@ def run_teacher(ctx) -> TeacherArtifact:
         trainer = Trainer(teacher, ctx.splits.train, ctx.splits.val, r.teacher.train,
                           CEObjective(r.teacher.train.label_smoothing), name="teacher", seed=r.seed,
                           **_loader_kwargs(ctx), checkpoint_dir=ctx.run.checkpoints("teacher"),
-                          fingerprint=_fingerprint(ctx, "teacher"), reporter=ctx.ui.reporter("teacher"))
+                          fingerprint=_fingerprint(ctx, "teacher"), reporter=ctx.ui.reporter("teacher"),
+                          augment=epoch_views(ctx, None))
         fit = trainer.fit(resume=ctx.resume and (ctx.run.checkpoints("teacher") / "last.pt").is_file())
         teacher, selection = trainer.model, _selection(fit)
         if distributed.is_main():
@@ -195,26 +197,57 @@ def _trained(ctx, name: str, role: str, model, seed: int, selection: Selection |
 
 
 # ---------------------------------------------------------------------------------------------- distill
+def epoch_views(ctx, views: int | None):
+    """The trainer's batch augmentation of in-memory data (``None`` when there is none): ``views`` fixed
+    views replayed across epochs, or a fresh view each epoch (``None``)."""
+    import dataclasses
+
+    from edgekd.augment import EpochViews
+
+    aug = ctx.splits.augmentation
+    return None if aug is None else EpochViews(dataclasses.replace(aug, seed=ctx.recipe.seed), views)
+
+
+def cache_views(recipe) -> int:
+    """``distill.cache_views``, or one view per epoch: the cache then holds exactly what an online teacher
+    would have computed, once for every seed and the resumes."""
+    return recipe.distill.cache_views or recipe.train.epochs
+
+
 def _teacher_source(ctx):
     from edgekd.distill import LOSSES
     from edgekd.distill.cache import make_teacher_source
 
     r, s = ctx.recipe, ctx.splits
     loss_cls = LOSSES.get(r.distill.method)
-    return make_teacher_source(
+    views = epoch_views(ctx, cache_views(r))
+    key = hashlib.sha256(f"{_teacher_key(ctx)}|{r.digest('teacher')}|{views and views.augmentation}|"
+                         f"{views and views.views}".encode()).hexdigest()[:16]
+    source = make_teacher_source(
         [ctx.model("teacher")] + ctx.models.get("extra_teachers", []), s.train_eval, cache=r.distill.cache,
         augmented=s.augmented, needs_features=getattr(loss_cls, "uses_features", False),
         batch_size=r.data.eval_batch_size, device=ctx.device, workers=r.data.workers,
-        disk_path=ctx.run.cache / "teacher_logits.npy", num_classes=s.num_classes)
+        disk_path=ctx.run.cache / f"teacher_logits-{key}.npy", num_classes=s.num_classes, views=views,
+        progress=ctx.ui.progress)
+    # what the student trains on: the cache's views, or (online teacher) a fresh view each epoch
+    return source, views if getattr(source, "views", None) is not None else epoch_views(ctx, None)
 
 
-def _train(ctx, name: str, role: str, model, objective, seed: int) -> TrainedModel:
+def _augmentation_text(ctx, views) -> str:
+    if views is None:
+        return "per sample (torchvision transforms)" if ctx.splits.augmented else "none"
+    every = f"{views.views} view(s) replayed" if views.views else "a fresh view each epoch"
+    return f"{views.augmentation.describe()}; {every}"
+
+
+def _train(ctx, name: str, role: str, model, objective, seed: int, augment=None) -> TrainedModel:
     from edgekd.distill.trainer import Trainer
 
     r = ctx.recipe
     trainer = Trainer(model, ctx.splits.train, ctx.splits.val, r.train, objective, name=name, seed=seed,
                       **_loader_kwargs(ctx), checkpoint_dir=ctx.run.checkpoints(name),
-                      fingerprint={**_fingerprint(ctx, name), "seed": seed}, reporter=ctx.ui.reporter(name))
+                      fingerprint={**_fingerprint(ctx, name), "seed": seed}, reporter=ctx.ui.reporter(name),
+                      augment=augment)
     fit = trainer.fit(resume=ctx.resume and (ctx.run.checkpoints(name) / "last.pt").is_file())
     model = _unwrap(trainer.model).eval()
     ctx.models[name] = model
@@ -236,18 +269,22 @@ def run_distill(ctx) -> DistillArtifact:
     from edgekd.stats import paired_gain
 
     r, seeds = ctx.recipe, seeds_of(ctx.recipe)
-    source = _teacher_source(ctx)  # once: every seed distils from the same teacher outputs
+    source, views = _teacher_source(ctx)  # once: every seed distils from the same teacher outputs
+    augmentation = _augmentation_text(ctx, views)
     ctx.ui.stage("distill", f"{r.distill.method} (T={r.distill.temperature}, alpha={r.distill.alpha}), teacher "
-                            f"outputs: {source.kind}; {len(seeds)} seed(s){' + baseline' if r.distill.baseline else ''}")
+                            f"outputs: {source.kind}; augmentation: {augmentation}; {len(seeds)} seed(s)"
+                            f"{' + baseline' if r.distill.baseline else ''}")
     students, baselines = [], []
     for seed in seeds:
         student = _build(ctx, r.student, seed)
         loss = _make_loss(ctx, student, ctx.model("teacher"))
         students.append(_train(ctx, _seeded("student", seed, seeds[0]), "student", student,
-                               DistillObjective(loss, source), seed))
-        if r.distill.baseline:
+                               DistillObjective(loss, source), seed, views))
+        if r.distill.baseline:  # a fresh view each epoch, as one would train it without a teacher (with
+            # cache_views ≥ epochs: the very images the student saw)
             baselines.append(_train(ctx, _seeded("baseline", seed, seeds[0]), "baseline",
-                                    _build(ctx, r.student, seed), CEObjective(r.train.label_smoothing), seed))
+                                    _build(ctx, r.student, seed), CEObjective(r.train.label_smoothing), seed,
+                                    epoch_views(ctx, None)))
     shipped = max(range(len(seeds)), key=lambda k: (students[k].val_top1, -k))  # validation decides, never test
     ctx.models["student"] = ctx.models[students[shipped].name]
     if baselines:
@@ -262,7 +299,8 @@ def run_distill(ctx) -> DistillArtifact:
                            + (f"; {gain.statement}" if gain else ""))
     return DistillArtifact(r.distill.method, r.distill.temperature, r.distill.alpha, source.kind,
                            ctx.artifact("teacher").model.test_top1, students[shipped],
-                           baselines[shipped] if baselines else None, results, gain, seeds[shipped], why)
+                           baselines[shipped] if baselines else None, results, gain, seeds[shipped], why,
+                           augmentation)
 
 
 # ---------------------------------------------------------------------------------------------- loading
