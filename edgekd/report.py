@@ -59,7 +59,8 @@ class Table:
         if self.rows:
             out.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
                        + "</tr></thead><tbody>")
-            out += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self.rows]
+            out += ["<tr>" + "".join(f"<td{'' if _numeric(c) else ' class=t'}>{html.escape(c)}</td>" for c in row)
+                    + "</tr>" for row in self.rows]
             out.append("</tbody></table>")
         out += [f"<p>{_html_note(n)}</p>" for n in self.notes]
         return "\n".join(out)
@@ -87,6 +88,14 @@ def _html_note(note: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- formatting
+_NUMBER = re.compile(r"^[-+–]?[\d.,]*\d[\d.,]*(e[-+]?\d+)?\s*(%|pp|ms|s|×|B|KB|MB|GB)?( ⚠)?$|^[–-]$")
+
+
+def _numeric(cell: str) -> bool:
+    """A figure (right-aligned in HTML), as opposed to text (left-aligned)."""
+    return bool(_NUMBER.match(cell.strip()))
+
+
 def fmt_pct(x) -> str:
     return "–" if x is None else f"{100.0 * float(x):.2f}%"
 
@@ -350,7 +359,8 @@ def settings_table(sources: list[Source]) -> Table:
         values = {"device": s.doc.device.label, **{k: " / ".join(sorted({row_settings(r)[k] for r in rows}))
                                                  for k in ("runtime", "threads", "providers", "batch")}}
         for k, v in (s.doc.settings or {}).items():
-            values[f"setting {k}"] = _flat(v)
+            if _flat(v) != values.get(k):  # (the bench --threads setting is the threads column already)
+                values[f"bench {k}" if k in values else k] = _flat(v)
         per[s.label] = values
     keys = list(dict.fromkeys(k for v in per.values() for k in v))
     differing = [k for k in keys if len({per[s][k] if k in per[s] else "–" for s in per}) > 1]
@@ -375,6 +385,8 @@ def recommendations(sources: list[Source]) -> Table:
                   "smaller. Accuracy: validation top-1 for runs, top-1 on --data for bench files."])
 
 
+PLOT_TITLES = {"pareto": "Latency vs accuracy", "devices": "Latency across devices (smallest batch)",
+               "batches": "Latency by batch size"}
 REPORT_FILES = ("report.md", "report.html", "pareto.png", "devices.png", "batches.png")
 
 
@@ -421,7 +433,7 @@ def merge_reports(result_paths: list[Path], out_dir: Path) -> dict[str, Path]:
 def _merged_markdown(sources, tables: list[Table], plots: dict[str, Path]) -> str:
     parts = ["# edgekd benchmark report", "", f"Merged from {len(sources)} results file(s).", ""]
     parts += [t.markdown() for t in tables]
-    parts += [f"![{name}]({path.name})\n" for name, path in plots.items()]
+    parts += [f"![{PLOT_TITLES.get(name, name)}]({path.name})\n" for name, path in plots.items()]
     for s in sources:
         parts += [f"## Device of {md_escape(s.label)}", ""] + device_lines(s.doc.device) + [""]
     return "\n".join(parts)
@@ -432,14 +444,15 @@ def _merged_html(sources, tables: list[Table], plots: dict[str, Path]) -> str:
     body += [t.html() for t in tables]
     for name, path in plots.items():
         data = base64.b64encode(path.read_bytes()).decode("ascii")
-        body.append(f'<h2>{html.escape(name)}</h2><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
+        title = PLOT_TITLES.get(name, name)
+        body.append(f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">')
     for s in sources:
         items = "".join(f"<li><strong>{html.escape(k)}</strong>: {html.escape(_flat(v))}</li>"
                         for k, v in _device_items(s.doc.device))
         body.append(f"<h2>Device of {html.escape(s.label)}</h2><ul>{items}</ul>")
     style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
              "margin-bottom:1em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}img{max-width:100%}")
+             "td:first-child,th:first-child,td.t{text-align:left}td:first-child{white-space:nowrap}img{max-width:100%}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>edgekd report</title>"
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
 

@@ -158,3 +158,24 @@ def test_load_results_rejects_other_schema_and_bad_json(tmp_path):
     bad.write_text(json.dumps(doc))
     with pytest.raises(InputFileError, match=r"artifacts\[0\].latency.p50: expected a number"):
         load_results(bad)
+
+
+@pytest.mark.skipif(__import__("shutil").which("chromium") is None, reason="Chromium is not installed "
+                    "(sudo apt-get install chromium): the merged report is not checked in a real browser")
+def test_merged_report_in_a_real_browser(tmp_path):
+    """The merged report of two bench files, rendered by headless Chromium: not blank, plots drawn, no raw
+    markdown (benchmarks/suites/report_browser.py; the screenshot is the thing to look at)."""
+    import numpy as np
+
+    from edgekd.benchmarks.suites.report_browser import page_checks, screenshot
+
+    model = make_tiny_cnn(tmp_path / "a.onnx")
+    make_tiny_cnn(tmp_path / "b.onnx", channels=32)
+    data = tmp_path / "data.npz"
+    np.savez(data, inputs=np.random.default_rng(0).standard_normal((32, 1, 8, 8)).astype(np.float32),
+             labels=np.arange(32) % 10)
+    one, two = _bench_file(tmp_path, model, "laptop-1t", 1, data), _bench_file(tmp_path, model, "laptop-2t", 2, data)
+    paths = merge_reports([one, two], tmp_path / "report")
+    png = screenshot(paths["html"], tmp_path / "report.png", height=2400)
+    assert page_checks(paths["html"], png) == []
+    assert png_size(png) == (1400, 2400)
