@@ -175,3 +175,26 @@ def test_distill_throughput_section_keeps_other_devices(tmp_path):
     text = md.read_text()
     assert text.count("### Device A: t → s") == 1 and text.count("### Device B: t → s") == 1
     assert text.count("## Distillation throughput") == 1
+
+
+def test_selection_rules(capsys, tmp_path, torch_one_thread):
+    """Every rule's picks come from validation only and are scored on test; the gain is paired by seed."""
+    from edgekd.benchmarks.suites import selection_rules
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text("name: tiny\ndata: {limit: 400}\nteacher:\n  kwargs: {channels: [8, 16], hidden: 16}\n"
+                      "  train: {epochs: 2}\nstudent:\n  kwargs: {channels: [4, 8], hidden: 8}\n"
+                      "train: {epochs: 3}\n")
+    out = run_suite(selection_rules, capsys, "--recipe", str(recipe), "--seeds", "2", "--no-write",
+                    "--results", str(tmp_path / "RESULTS.md"))
+    header, rows = table(out)
+    assert header[0] == "rule" and [r[0] for r in rows] == ["last", "best-val-loss", "best-val-top1",
+                                                            "smoothed-val-top1"]
+    assert rows[0][4] == "[3, 3] / [3, 3]"  # "last" keeps the final epoch of every training
+    assert not (tmp_path / "RESULTS.md").exists()
+    scored = selection_rules.score([{"kind": k, "history": [
+        {"epoch": 1, "val_top1": 0.5, "val_loss": 1.0, "test_top1": 0.50},
+        {"epoch": 2, "val_top1": 0.9, "val_loss": 0.8, "test_top1": 0.60},  # a one-image validation spike
+        {"epoch": 3, "val_top1": 0.8, "val_loss": 0.5, "test_top1": 0.80}]} for k in ("kd", "baseline")],
+        ["last", "best-val-top1", "best-val-loss"])
+    assert [s["epochs"][0] for s in scored] == [[3], [2], [3]]
