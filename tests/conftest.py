@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: A few-second budget for the default recipe: enough to exercise every stage for real.
 TINY = ["train.epochs=2", "teacher.train.epochs=2", "bench.min_runs=20", "bench.min_time_s=0.05",
-        "bench.warmup_s=0.02", "bench.rounds=2", "quantize.calib_samples=64", "data.limit=600"]
+        "bench.warmup_s=0.02", "bench.rounds=2", "quantize.calib_samples=64", "data.limit=600",
+        "distill.seeds=1"]
 
 
 def pytest_configure(config):

@@ -261,3 +261,33 @@ def test_a_moved_run_folder_still_bundles(tiny_run, tmp_path):
                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert run_cli("verify", str(tmp_path / "b")).returncode == 0
+
+
+def test_seeds_report_the_gain_with_its_interval_everywhere(tmp_path, capsys):
+    """`--seeds 3`: three students and baselines, the paired gain (mean ± std, 95% interval) in results.json,
+    the report and the terminal, and which seed's student is shipped (chosen on validation, never test)."""
+    from edgekd.stats import paired_gain
+
+    out = tmp_path / "seeds"
+    capsys.readouterr()
+    assert _run(out, "--seeds", "3", "--stages", "data,teacher,distill") == 0
+    printed = capsys.readouterr().out
+    for name in ("student", "student-s1", "student-s2", "baseline", "baseline-s1", "baseline-s2"):
+        assert (out / "weights" / f"{name}.safetensors").is_file(), name
+    dist = stage_artifact(out, "distill")
+    seeds = dist["seeds"]
+    assert [s["seed"] for s in seeds] == [0, 1, 2]
+    gain = dist["gain"]
+    expected = paired_gain([s["student_top1"] for s in seeds], [s["baseline_top1"] for s in seeds])
+    assert gain["n"] == 3 and gain["mean"] == pytest.approx(expected.mean) and gain["std"] == pytest.approx(expected.std)
+    assert gain["ci_low"] <= gain["mean"] <= gain["ci_high"] and gain["verdict"] in ("gain", "loss", "within noise")
+    shipped = max(seeds, key=lambda s: s["student_val_top1"])
+    assert dist["shipped_seed"] == shipped["seed"] and "validation top-1" in dist["shipped_because"]
+    assert "distillation: KD gain" in printed and "over 3 seeds (95% interval" in printed
+
+    assert _run(out, "--seeds", "3", "--resume") == 0  # the rest of the pipeline: report and results.json
+    doc = json.loads((out / "results.json").read_text())["distillation"]
+    assert doc["gain_over_seeds"]["n"] == 3 and doc["shipped_seed"] == shipped["seed"]
+    md = (out / "report.md").read_text()
+    assert "## Seeds (test top-1" in md and f"| {shipped['seed']} (shipped) |" in md
+    assert f"KD gain {100 * gain['mean']:+.2f} ± {100 * gain['std']:.2f} pp over 3 seeds" in md
