@@ -38,7 +38,7 @@ def training_threads(requested: int | None) -> tuple[int | None, str]:
         return int(requested), f"{requested} (train.threads)"
     if os.environ.get("OMP_NUM_THREADS"):
         return None, f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     share = max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     n = max(1, min(share, round(cores - busy)))
