@@ -44,7 +44,7 @@ def prepare(ctx, todo: list[str]) -> None:
     ctx.artifacts["data_now"] = artifact
     ctx.ui.done("data", f"{r.data.source}: {len(s.train)} train / {len(s.val)} val / {len(s.test)} test, "
                         f"input {s.input_shape}, {s.num_classes} classes, device {ctx.device}")
-    if "teacher" in todo or "distill" in todo:
+    if {"teacher", "select", "tune", "distill"} & set(todo):
         _preflight(ctx)
 
 
@@ -89,6 +89,9 @@ def _preflight(ctx) -> None:
     check_models_fit({"teacher": teacher, "student": student,
                       **{f"teacher.extra[{i}]": m for i, m in enumerate(extra)}}, ctx.splits)
     _make_loss(ctx, student, teacher)
+    from edgekd.tuning.checks import check_search
+
+    check_search(ctx, teacher, lambda spec: _build(ctx, spec))  # candidates fit, searched losses build, profile
     ctx.models["teacher_init"] = teacher
     ctx.models["extra_teachers"] = [m.to(ctx.device).eval() for m in extra]
 
@@ -204,8 +207,12 @@ def _train(ctx, name: str, role: str, model, objective, seed: int) -> TrainedMod
 
 
 def run_distill(ctx) -> DistillArtifact:
-    from edgekd.distill.trainer import CEObjective, DistillObjective
+    import dataclasses
 
+    from edgekd.distill.trainer import CEObjective, DistillObjective
+    from edgekd.tuning.space import effective_recipe
+
+    ctx = dataclasses.replace(ctx, recipe=effective_recipe(ctx))  # the selected student, the tuned knobs
     r = ctx.recipe
     source = _teacher_source(ctx)
     ctx.ui.stage("distill", f"{r.distill.method} (T={r.distill.temperature}, alpha={r.distill.alpha}), "
@@ -242,7 +249,9 @@ def load_trained(ctx, name: str):
     else:
         dist = ctx.artifact("distill")
         trained = dist.student if name == "student" else dist.baseline
-        spec = r.student
+        from edgekd.tuning.space import effective_recipe
+
+        spec = effective_recipe(ctx).student
     if trained is None:
         from edgekd.deploy.errors import UsageError
 

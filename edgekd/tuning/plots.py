@@ -1,0 +1,111 @@
+"""The search's and the student choice's plots, drawn with matplotlib's object-oriented API (the figure and
+saving helpers of :mod:`edgekd.benchmarks.plots`: Agg canvas, no pyplot, atomic PNG writes).
+
+* :func:`plot_knobs` — validation top-1 against each knob, one panel per knob (complete trials, pruned
+  trials at their last value, the recipe's own configuration and the best one marked);
+* :func:`plot_candidates` — candidates' latency against validation top-1, with the budget line; the
+  candidates over it (never trained) sit on the bottom edge.
+
+Example:
+    >>> plot_knobs(artifact.trials, "tune.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgekd.benchmarks.plots import DPI, _save
+from edgekd.deploy.errors import require
+from edgekd.deploy.fileio import atomic_write_via
+
+#: knob → (axis label, log scale)
+AXES = {"method": ("method", False), "temperature": ("temperature T (log)", True), "alpha": ("alpha", False),
+        "lr": ("learning rate (log)", True), "epochs": ("epochs", False)}
+
+
+def plot_knobs(trials, path: str | os.PathLike, knobs=("method", "temperature", "alpha", "lr")) -> Path:
+    """Validation top-1 (%) of every trial against each knob in ``knobs``."""
+    require("matplotlib", "plots", "drawing the search plots")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3.4 * len(knobs), 3.6), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, len(knobs), sharey=True, squeeze=False)[0]
+    shown = [t for t in trials if t.knobs is not None and t.value is not None]
+    best = max((t for t in shown if t.state == "COMPLETE"), key=lambda t: (t.value, -t.number), default=None)
+    methods = sorted({t.knobs.method for t in shown})
+    for ax, knob in zip(axes, knobs, strict=True):
+        _panel(ax, knob, shown, best, methods)
+    axes[0].set_ylabel("validation top-1 (%)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=4, fontsize=7)
+    fig.suptitle("Search: validation top-1 against each knob", fontsize=10)
+    FigureCanvasAgg(fig)
+    return atomic_write_via(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight"))
+
+
+def _x(t, knob: str, methods: list[str]) -> float:
+    value = getattr(t.knobs, knob)
+    return methods.index(value) + 0.08 * ((t.number % 5) - 2) if knob == "method" else value
+
+
+def _panel(ax, knob: str, shown, best, methods) -> None:
+    label, log = AXES[knob]
+    groups = {"complete": [t for t in shown if t.state == "COMPLETE"],
+              "pruned (last value)": [t for t in shown if t.state != "COMPLETE"]}
+    for (name, members), style in zip(groups.items(), ({"color": "C0"}, {"color": "0.6", "marker": "v"}),
+                                      strict=True):
+        ax.scatter([_x(t, knob, methods) for t in members], [100 * t.value for t in members], s=18, label=name,
+                   zorder=3, **style)
+    default = [t for t in shown if t.origin == "recipe"]
+    if default:
+        ax.scatter([_x(default[0], knob, methods)], [100 * default[0].value], s=70, marker="D", facecolors="none",
+                   edgecolors="k", label="recipe's own knobs", zorder=4)
+    if best is not None:
+        ax.scatter([_x(best, knob, methods)], [100 * best.value], s=140, marker="*", color="C3", label="best",
+                   zorder=5)
+    if knob == "method":
+        ax.set_xticks(range(len(methods)), methods)
+        ax.set_xlim(-0.5, len(methods) - 0.5)
+    if log:
+        _log_axis(ax)
+    ax.set_xlabel(label)
+    ax.grid(True, which="both", alpha=0.25)
+
+
+def _log_axis(ax) -> None:
+    """A log x axis labelled 1, 2, 5, 10, ... in plain numbers (no crowded minor labels)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def plot_candidates(results, budget: float | None, chosen: str | None, path: str | os.PathLike) -> Path:
+    """Candidates' p50 latency (x) against validation top-1 after the ranking run (y), the budget as a
+    vertical line; candidates over budget (not trained) are crosses on the bottom edge."""
+    from edgekd.benchmarks.plots import _figure
+
+    fig, ax = _figure()
+    ranked = [c for c in results if c.val_top1 is not None]
+    floor = min((100 * c.val_top1 for c in ranked), default=0.0) - 2.0
+    ax.scatter([c.latency_ms for c in ranked], [100 * c.val_top1 for c in ranked], color="C0", zorder=3,
+               label="within budget (ranked)")
+    dropped = [c for c in results if c.val_top1 is None]
+    if dropped:
+        ax.scatter([c.latency_ms for c in dropped], [floor] * len(dropped), marker="x", color="C3", zorder=3,
+                   label="over budget (dropped, not trained)")
+    for c in results:
+        y = 100 * c.val_top1 if c.val_top1 is not None else floor
+        ax.annotate(c.name + (" ★" if c.name == chosen else ""), (c.latency_ms, y), textcoords="offset points",
+                    xytext=(4, 5), fontsize=7)
+    if budget is not None:
+        ax.axvline(budget, linestyle="--", color="C3", alpha=0.7, label=f"budget {budget:g} ms")
+    _log_axis(ax)
+    ax.set(xlabel="latency p50 (ms, log scale)", ylabel="validation top-1 (%) after the ranking run",
+           title="Student choice: latency vs accuracy (★ chosen)")
+    return _save(fig, ax, path)
