@@ -46,6 +46,27 @@ class _BarReporter:
             self.progress = None
 
 
+class _Bar:
+    """A progress bar for loops outside training (the search's trials, the candidates' ranking runs)."""
+
+    def __init__(self, console: Console, name: str, total: int, quiet: bool):
+        self.progress = None if quiet else Progress(
+            TextColumn(f"[bold cyan]{name:>9}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=True)
+        if self.progress:
+            self.progress.start()
+            self.task = self.progress.add_task(name, total=total or None)
+
+    def advance(self, n: int = 1) -> None:
+        if self.progress:
+            self.progress.advance(self.task, n)
+
+    def close(self) -> None:
+        if self.progress:
+            self.progress.stop()
+            self.progress = None
+
+
 class RichUI(UI):
     def __init__(self, quiet: bool = False):
         self.console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -61,6 +82,9 @@ class RichUI(UI):
 
     def reporter(self, name: str):
         return _BarReporter(self.console, self.quiet)
+
+    def progress(self, name: str, total: int):
+        return _Bar(self.console, name, total, self.quiet)
 
 
 def summary_table(doc) -> Table:
