@@ -203,6 +203,40 @@ def _gain_text(gain: dict) -> str:
     return text
 
 
+def tune_table(tune: dict) -> Table:
+    """The distillation search (``results.json`` → ``distillation.tune``): best knobs against the recipe's own."""
+    trials = tune.get("trials") or []
+    states = [t["state"] for t in trials]
+    best = tune.get("best") or {}
+    knobs = ", ".join(f"{k}={best[k]:.3g}" if isinstance(best[k], float) else f"{k}={best[k]}" for k in best)
+    rows = [["trials", f"{states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, "
+                       f"{states.count('FAIL')} failed"],
+            ["best knobs (used by distill)", knobs or "–"], ["best validation top-1", fmt_pct(tune.get("best_value"))],
+            ["recipe's own knobs, validation top-1", fmt_pct(tune.get("default_value"))]]
+    notes = [f"Objective: {tune.get('objective', '')}; selection on validation only, the distilled student is "
+             f"evaluated on test once. Study {tune.get('study', '')} in {tune.get('storage', '')}. Every trial: "
+             "tune.md, tune.png."]
+    return Table("Distillation search (edgekd tune)", ["", "value"], rows, notes)
+
+
+def student_choice_table(choice: dict) -> Table:
+    """The hardware-aware student choice (``results.json`` → ``distillation.student_choice``)."""
+    budget = choice.get("budget_ms")
+    rows = [[c["name"] + (" ★" if c["name"] == choice.get("chosen") else ""), fmt_int(c["params"]),
+             fmt_ms(c["latency_ms"]), "over" if c["over_budget"] else "within", fmt_pct(c.get("val_top1")),
+             c["latency_source"]] for c in choice.get("candidates", [])]
+    notes = [f"Decision: **{choice.get('decision', '')}**.",
+             f"Latency: p50 at batch {choice.get('batch')}; budget "
+             f"{f'{budget:g} ms' if budget is not None else 'none'}. Candidates over budget are dropped before "
+             f"any training; the rest are ranked by validation top-1 after {choice.get('rank_epochs')} epoch(s) of "
+             "distillation (ties: the faster)."]
+    return Table("Student choice (latency vs accuracy)", ["candidate", "params", "p50 ms", "budget",
+                                                          "val top-1 (ranking run)", "latency from"], rows, notes)
+
+
+SEARCH_TABLES = {"student_choice": (student_choice_table, "students.png"), "tune": (tune_table, "tune.png")}
+
+
 def export_table(export: dict) -> Table:
     rows = []
     for m in export.get("models", []):
@@ -269,6 +303,7 @@ def write_run_report(doc: ResultsDocument, out_dir: Path) -> dict[str, Path]:
         parts += ["![latency vs accuracy](pareto.png)", ""]
     if doc.distillation:
         parts.append(distillation_table(doc.distillation).markdown())
+        parts += _search_parts(doc.distillation, out_dir)
     if doc.export:
         parts.append(export_table(doc.export).markdown())
     if doc.quantize:
@@ -278,6 +313,17 @@ def write_run_report(doc: ResultsDocument, out_dir: Path) -> dict[str, Path]:
     parts += ["## Device", ""] + device_lines(doc.device) + [""]
     paths["report"] = write_text(out_dir / "report.md", "\n".join(parts))
     return paths
+
+
+def _search_parts(dist: dict, out_dir: Path) -> list[str]:
+    """The student choice and the search, when those stages ran (with their plots)."""
+    parts = []
+    for key, (builder, plot) in SEARCH_TABLES.items():
+        if dist.get(key):
+            parts.append(builder(dist[key]).markdown())
+            if (out_dir / plot).is_file():
+                parts += [f"![{key.replace('_', ' ')}]({plot})", ""]
+    return parts
 
 
 def _points(rows: list[ResultRow], series: str | None = None):
