@@ -120,6 +120,30 @@ def test_no_candidate_within_budget_is_an_error(tmp_path, device_rows):
         select_student(recipe, tmp_path / "run")
 
 
+def test_export_candidates_bench_them_and_choose_from_that_profile(tmp_path):
+    """The device workflow: `edgekd tune --export-candidates`, `edgekd bench --json` on those files (here
+    standing in for the device), then the choice reads that profile."""
+    from edgekd.benchmarks.results import load_results
+    from edgekd.cli import main
+    from edgekd.tuning import select_student
+
+    cands = f"students.candidates={json.dumps(CANDIDATES[:2])}"
+    assert main(["tune", "--export-candidates", str(tmp_path / "c"), "--set", cands, *_sets(BASE)]) == 0
+    files = sorted(str(p) for p in (tmp_path / "c").glob("*.onnx"))
+    assert len(files) == 2
+    assert main(["bench", *files, "--json", str(tmp_path / "device.json"), "--min-runs", "10", "--min-time-s",
+                 "0.01", "--warmup-s", "0", "--rounds", "1"]) == 0
+    rows = load_results(tmp_path / "device.json").artifacts
+    assert all(r.extra["signature"].startswith("s1-") for r in rows)
+    art = select_student(_recipe(f"students.profile={tmp_path / 'device.json'}", candidates=CANDIDATES[:2]),
+                         tmp_path / "run")
+    assert sorted(c.latency_ms for c in art.candidates) == sorted(r.p50 for r in rows)
+
+
+def _sets(overrides) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]
+
+
 @pytest.mark.slow
 def test_edgekd_run_with_choice_and_search_timed_here(tmp_path):
     from edgekd.cli import main
@@ -127,7 +151,7 @@ def test_edgekd_run_with_choice_and_search_timed_here(tmp_path):
     out = tmp_path / "run"
     sets = [*TINY, "distill.baseline=false", "students.rank_epochs=1", "tune.enabled=true", "tune.trials=2",
             "tune.epochs_per_trial=1", f"students.candidates={json.dumps(CANDIDATES[:2])}"]
-    assert main(["run", "--out", str(out), "-q", *(a for s in sets for a in ("--set", s))]) == 0
+    assert main(["run", "--out", str(out), "-q", *_sets(sets)]) == 0
     choice = stage_artifact(out, "select")
     assert all(c["latency_ms"] > 0 and c["latency_source"].startswith("here") for c in choice["candidates"])
     assert stage_artifact(out, "distill")["temperature"] == stage_artifact(out, "tune")["best"]["temperature"]

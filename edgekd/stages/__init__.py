@@ -6,8 +6,8 @@ package does not import torch.
 |---|---|---|---|
 | data | DataArtifact | – | seed, data |
 | teacher | TeacherArtifact | data | seed, data, teacher |
-| select | SelectArtifact | data, teacher | seed, data, teacher, student, distill, train, students |
-| tune | TuneArtifact | data, teacher, select | seed, data, teacher, student, distill, train, tune |
+| select | SelectArtifact | data, teacher | students, seed, data, teacher, student, distill, train |
+| tune | TuneArtifact | data, teacher, select | tune, seed, data, teacher, student, distill, train |
 | distill | DistillArtifact | data, teacher, select, tune | seed, data, teacher, student, distill, train |
 | export | ExportArtifact | data, teacher, distill | export |
 | quantize | QuantizeArtifact | data, export | quantize, bundle |
@@ -43,8 +43,8 @@ _TRAINING = ("seed", "data", "teacher", "student", "distill", "train")
 for _stage in (
     Stage("data", run_data, DataArtifact, (), ("seed", "data"), all_ranks=True),
     Stage("teacher", run_teacher, TeacherArtifact, ("data",), ("seed", "data", "teacher"), all_ranks=True),
-    Stage("select", run_select, SelectArtifact, ("data", "teacher"), (*_TRAINING, "students"), all_ranks=True),
-    Stage("tune", run_tune, TuneArtifact, ("data", "teacher", "select"), (*_TRAINING, "tune"), all_ranks=True),
+    Stage("select", run_select, SelectArtifact, ("data", "teacher"), ("students", *_TRAINING), all_ranks=True),
+    Stage("tune", run_tune, TuneArtifact, ("data", "teacher", "select"), ("tune", *_TRAINING), all_ranks=True),
     Stage("distill", run_distill, DistillArtifact, ("data", "teacher", "select", "tune"), _TRAINING, all_ranks=True),
     Stage("export", run_export, ExportArtifact, ("data", "teacher", "distill"), ("export",)),
     Stage("quantize", run_quantize, QuantizeArtifact, ("data", "export"), ("quantize", "bundle")),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgekd.benchmarks.plots import DPI, _save
+from edgekd.benchmarks.plots import DPI, _figure, _save
 from edgekd.deploy.errors import require
 from edgekd.deploy.fileio import atomic_write_via
 
@@ -88,24 +88,28 @@ def _log_axis(ax) -> None:
 def plot_candidates(results, budget: float | None, chosen: str | None, path: str | os.PathLike) -> Path:
     """Candidates' p50 latency (x) against validation top-1 after the ranking run (y), the budget as a
     vertical line; candidates over budget (not trained) are crosses on the bottom edge."""
-    from edgekd.benchmarks.plots import _figure
+    fig, ax = _figure()  # checks that matplotlib is installed
+    from matplotlib.transforms import blended_transform_factory
 
-    fig, ax = _figure()
     ranked = [c for c in results if c.val_top1 is not None]
-    floor = min((100 * c.val_top1 for c in ranked), default=0.0) - 2.0
     ax.scatter([c.latency_ms for c in ranked], [100 * c.val_top1 for c in ranked], color="C0", zorder=3,
                label="within budget (ranked)")
+    for c in ranked:
+        ax.annotate(c.name + (" ★" if c.name == chosen else ""), (c.latency_ms, 100 * c.val_top1),
+                    textcoords="offset points", xytext=(4, 5), fontsize=7)
+    edge = blended_transform_factory(ax.transData, ax.transAxes)  # x in ms, y on the bottom edge
     dropped = [c for c in results if c.val_top1 is None]
     if dropped:
-        ax.scatter([c.latency_ms for c in dropped], [floor] * len(dropped), marker="x", color="C3", zorder=3,
-                   label="over budget (dropped, not trained)")
-    for c in results:
-        y = 100 * c.val_top1 if c.val_top1 is not None else floor
-        ax.annotate(c.name + (" ★" if c.name == chosen else ""), (c.latency_ms, y), textcoords="offset points",
-                    xytext=(4, 5), fontsize=7)
+        ax.scatter([c.latency_ms for c in dropped], [0.04] * len(dropped), marker="x", color="C3", zorder=3,
+                   transform=edge, label="over budget (dropped, not trained)")
+    for c in dropped:
+        ax.annotate(c.name, (c.latency_ms, 0.04), xycoords=edge, textcoords="offset points", xytext=(4, 5),
+                    fontsize=7, color="C3")
     if budget is not None:
         ax.axvline(budget, linestyle="--", color="C3", alpha=0.7, label=f"budget {budget:g} ms")
     _log_axis(ax)
+    xs = [c.latency_ms for c in results] + ([budget] if budget is not None else [])
+    ax.set_xlim(min(xs) / 1.5, max(xs) * 1.5)  # the dropped (axes-coordinate) points do not autoscale
     ax.set(xlabel="latency p50 (ms, log scale)", ylabel="validation top-1 (%) after the ranking run",
            title="Student choice: latency vs accuracy (★ chosen)")
     return _save(fig, ax, path)
