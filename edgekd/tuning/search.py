@@ -122,13 +122,16 @@ def open_storage(recipe, run):
 
 def open_study(recipe, storage, name: str, epochs: int):
     """Create or load the study, then attach the recipe's pruner and a TPE sampler seeded by the recipe's seed
-    *and the number of trials already stored* (a resumed search must not redraw the knobs it drew before)."""
+    *and the number of trials already stored* (a resumed search must not redraw the knobs it drew before) —
+    and, with a shared ``tune.storage``, by this process (workers starting together must not draw alike)."""
     import optuna
 
     optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True)
     known = len(optuna.load_study(study_name=name, storage=storage).trials)
     t = recipe.tune
-    sampler = optuna.samplers.TPESampler(seed=recipe.seed * 100_003 + known, n_startup_trials=_startup(t.trials))
+    salt = os.getpid() if t.storage else 0
+    sampler = optuna.samplers.TPESampler(seed=(recipe.seed * 100_003 + known + salt) % 2**32,
+                                         n_startup_trials=_startup(t.trials))
     return optuna.load_study(study_name=name, storage=storage, sampler=sampler,
                              pruner=PRUNERS.get(t.pruner)(epochs, t.trials))
 
@@ -163,7 +166,7 @@ def _alive(worker: str) -> bool:
 
 
 def recover_dead(study, storage) -> list[int]:
-    """Fail the RUNNING trials whose process on this machine is gone, and queue their knobs again."""
+    """Fail the RUNNING trials whose process on this machine is gone, and queue their knobs (when drawn) again."""
     from optuna.trial import TrialState
 
     dead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -172,7 +175,8 @@ def recover_dead(study, storage) -> list[int]:
     for t in dead:
         storage.set_trial_state_values(storage.get_trial_id_from_study_id_trial_number(study_id, t.number),
                                        TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"origin": f"rerun of #{t.number} (its process was killed)"})
+        if t.params:  # killed before it drew its knobs: nothing to run again
+            study.enqueue_trial(t.params, user_attrs={"origin": f"rerun of #{t.number} (its process was killed)"})
     return [t.number for t in dead]
 
 
@@ -259,7 +263,7 @@ def _start_line(study, cfg, found: int, rerun: list[int], n, seconds) -> str:
                                       f"{cfg.timeout_s:g} s" if cfg.timeout_s else "") if x)
     text = f"study {study.study_name}: {found} finished trial(s) found, budget {budget}"
     if rerun:
-        text += f"; trial(s) {rerun} were left running by a killed process: run again"
+        text += f"; trial(s) {rerun} were left running by a killed process: marked failed, their knobs queued again"
     if n == 0 or seconds == 0:
         return text + "; nothing left to run"
     return text + f"; running {'up to ' + str(n) + ' trial(s)' if n else 'trials'}" + \
