@@ -180,8 +180,8 @@ def latency_table(rows: list[ResultRow]) -> Table:
 
 
 def distillation_table(dist: dict) -> Table:
-    rows = [["method", str(dist.get("method", "–"))], ["temperature", str(dist.get("temperature", "–"))],
-            ["alpha", str(dist.get("alpha", "–"))], ["teacher outputs", str(dist.get("teacher_outputs", "–"))],
+    rows = [["method", str(dist.get("method", "–"))], ["temperature", _knob(dist.get("temperature"))],
+            ["alpha", _knob(dist.get("alpha"))], ["teacher outputs", str(dist.get("teacher_outputs", "–"))],
             ["teacher top-1", fmt_pct(dist.get("teacher_top1"))],
             ["student top-1 (distilled, shipped seed)", fmt_pct(dist.get("student_top1"))],
             ["baseline top-1 (same student, no teacher)", fmt_pct(dist.get("baseline_top1"))],
@@ -192,6 +192,11 @@ def distillation_table(dist: dict) -> Table:
         rows.append([f"gain over {gain['n']} seeds", _gain_text(gain)])
         notes.append(gain["statement"])
     return Table("Distillation", ["", "value"], rows, notes)
+
+
+def _knob(x) -> str:
+    """A distillation knob as a person reads it (a searched one is a long float: 4 significant digits)."""
+    return "–" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
 def _gain_text(gain: dict) -> str:

@@ -70,17 +70,22 @@ def _panel(ax, knob: str, shown, best, methods) -> None:
         ax.set_xticks(range(len(methods)), methods)
         ax.set_xlim(-0.5, len(methods) - 0.5)
     if log:
-        _log_axis(ax)
+        _log_axis(ax, [getattr(t.knobs, knob) for t in shown])
     ax.set_xlabel(label)
-    ax.grid(True, which="both", alpha=0.25)
+    ax.grid(True, which="major", alpha=0.25)
 
 
-def _log_axis(ax) -> None:
-    """A log x axis labelled 1, 2, 5, 10, ... in plain numbers (no crowded minor labels)."""
+def _log_axis(ax, values) -> None:
+    """A log x axis labelled in plain numbers: 1, 2, 5, 10, ... over a short range, powers of ten over a long
+    one (no crowded labels)."""
+    import math
+
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+    values = [v for v in values if v and v > 0]
+    decades = math.log10(max(values) / min(values)) if values else 0.0
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0,) if decades > 1.3 else (1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
@@ -94,9 +99,9 @@ def plot_candidates(results, budget: float | None, chosen: str | None, path: str
     ranked = [c for c in results if c.val_top1 is not None]
     ax.scatter([c.latency_ms for c in ranked], [100 * c.val_top1 for c in ranked], color="C0", zorder=3,
                label="within budget (ranked)")
-    for c in ranked:
+    for i, c in enumerate(sorted(ranked, key=lambda c: c.latency_ms)):  # alternate sides: close points stay legible
         ax.annotate(c.name + (" ★" if c.name == chosen else ""), (c.latency_ms, 100 * c.val_top1),
-                    textcoords="offset points", xytext=(4, 5), fontsize=7)
+                    textcoords="offset points", xytext=(4, 5 if i % 2 == 0 else -12), fontsize=7)
     edge = blended_transform_factory(ax.transData, ax.transAxes)  # x in ms, y on the bottom edge
     dropped = [c for c in results if c.val_top1 is None]
     if dropped:
@@ -107,8 +112,8 @@ def plot_candidates(results, budget: float | None, chosen: str | None, path: str
                     fontsize=7, color="C3")
     if budget is not None:
         ax.axvline(budget, linestyle="--", color="C3", alpha=0.7, label=f"budget {budget:g} ms")
-    _log_axis(ax)
     xs = [c.latency_ms for c in results] + ([budget] if budget is not None else [])
+    _log_axis(ax, xs)
     ax.set_xlim(min(xs) / 1.5, max(xs) * 1.5)  # the dropped (axes-coordinate) points do not autoscale
     ax.set(xlabel="latency p50 (ms, log scale)", ylabel="validation top-1 (%) after the ranking run",
            title="Student choice: latency vs accuracy (★ chosen)")
