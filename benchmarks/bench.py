@@ -64,10 +64,12 @@ class Target:
     preprocessing: object | None = None
     labels: tuple[str, ...] = ()
     sizes: dict[str, int] = field(default_factory=dict)
+    signature: str | None = None  # structural signature (benchmarks.profile): matches device profiles
 
 
 def load_target(path: str | os.PathLike) -> Target:
     """Check and describe an ONNX file, a bundle folder (checksums verified) or a TensorRT engine."""
+    from edgekd.benchmarks.profile import structural_signature
     from edgekd.deploy.runtime.bundle import open_bundle
     from edgekd.deploy.runtime.intake import check_model
     from edgekd.deploy.runtime.preprocess import from_metadata
@@ -80,7 +82,7 @@ def load_target(path: str | os.PathLike) -> Target:
         m = bundle.manifest
         return Target(path, bundle.model_path, "bundle", m.artifact or path.name, m.role, m.precision,
                       bundle.model_path.stat().st_size, bundle.onnx.params, m.preprocessing, tuple(m.labels),
-                      m.dynamic_sizes())
+                      m.dynamic_sizes(), structural_signature(bundle.onnx))
     if path.suffix in ENGINE_SUFFIXES:
         from edgekd.deploy.runtime.trt import read_sidecar
 
@@ -90,7 +92,7 @@ def load_target(path: str | os.PathLike) -> Target:
     info = check_model(path)
     return Target(path, path, "onnx", path.stem, info.metadata.get("role"),
                   info.metadata.get("edgekd.precision") or info.precision, path.stat().st_size, info.params,
-                  from_metadata(info.metadata, path))
+                  from_metadata(info.metadata, path), signature=structural_signature(info))
 
 
 def _ort_runner(target: Target, providers, threads, graph_optimization):
@@ -217,7 +219,8 @@ def bench_models(paths: Sequence[str | os.PathLike], *, batches: Sequence[int] =
             accuracy = {} if x is None else {"top1": top1(runner, feeds[name], y), "samples": int(len(y))}
             base[name] = dict(fmt="tensorrt" if target.kind == "engine" else "onnx", precision=target.precision,
                               role=role or target.role, path=str(target.path), size_bytes=target.size_bytes,
-                              params=target.params, cold_start=cold, rss_model_bytes=rss_model, **accuracy)
+                              params=target.params, cold_start=cold, rss_model_bytes=rss_model, **accuracy,
+                              extra={"signature": target.signature} if target.signature else {})
         rows = []
         for batch in batches:
             stats = time_candidates(runners, batch, timing, feeds, dims, power)

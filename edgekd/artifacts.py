@@ -150,3 +150,78 @@ class BenchmarkArtifact:
 class ReportArtifact:
     bundle: BundleChoice
     files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The distillation knobs the search varies (``distill.method/temperature/alpha``, ``train.lr/epochs``)."""
+
+    method: str
+    temperature: float
+    alpha: float
+    lr: float
+    epochs: int
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """One candidate student: its structure, its latency (p50 at the choice's batch) and, when it met the
+    budget, its validation top-1 after the short ranking distillation."""
+
+    name: str
+    index: int
+    model: str
+    params: int
+    signature: str
+    latency_ms: float
+    latency_source: str
+    over_budget: bool
+    val_top1: float | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class SelectArtifact:
+    """The hardware-aware student choice (``enabled`` false: the recipe's own student is used)."""
+
+    enabled: bool
+    candidates: tuple[CandidateResult, ...] = ()
+    chosen: str | None = None
+    chosen_index: int | None = None
+    budget_ms: float | None = None
+    batch: int = 1
+    rank_epochs: int = 0
+    decision: str = ""
+    files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One trial of the search: Optuna's state, the knobs, the objective (validation top-1) and its origin."""
+
+    number: int
+    state: str
+    knobs: Knobs | None
+    value: float | None
+    duration_s: float | None
+    epochs_run: int
+    origin: str = "sampled"
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class TuneArtifact:
+    """The distillation search (``enabled`` false: the recipe's own knobs are used)."""
+
+    enabled: bool
+    study: str = ""
+    storage: str = ""
+    objective: str = ""
+    space: dict[str, Any] = field(default_factory=dict)
+    trials: tuple[TrialResult, ...] = ()
+    best: Knobs | None = None
+    best_value: float | None = None
+    default_value: float | None = None
+    found_finished: int = 0
+    ran_now: int = 0
+    files: tuple[str, ...] = ()

@@ -16,7 +16,8 @@ import sys
 from edgekd import __version__
 
 #: name → module in edgekd.commands (each has HELP, add_arguments, main)
-COMMANDS = ["run", "distill", "export", "quantize", "engine", "bundle", "bench", "report", "verify", "data"]
+COMMANDS = ["run", "distill", "tune", "export", "quantize", "engine", "bundle", "bench", "report", "verify",
+            "data"]
 
 EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad usage/recipe, 3 bad input file, 4 unsafe input,
 5 verification failed, 6 training diverged, 7 missing package, 8 out of resources, 9 cannot resume.

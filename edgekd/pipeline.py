@@ -171,7 +171,8 @@ def load_fresh(run: RunFolder, recipe, stages: list[Stage]) -> tuple[dict, dict,
             continue
         missing = [n for n in stage.needs if n not in records]
         if missing:
-            stale[stage.name] = f"it needs {missing}, which are not valid"
+            why = "; ".join(f"{n}: {stale[n]}" for n in missing if n in stale)
+            stale[stage.name] = f"it needs {missing}, which are not valid" + (f" ({why})" if why else "")
             continue
         if record.inputs != _expected_inputs(stage, recipe, records):
             stale[stage.name] = _why_changed(stage, record, recipe, records)

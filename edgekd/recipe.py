@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from edgekd.deploy.errors import InputFileError, RecipeError, UsageError
-from edgekd.deploy.typed import from_json
+from edgekd.deploy.typed import from_json, short
 
 
 def _choices(*values: str, default: str) -> Any:
@@ -156,6 +156,47 @@ class BundleConfig:
 
 
 @dataclass
+class StudentCandidate(ModelConfig):
+    """One student the hardware-aware choice considers; ``name`` defaults to the model and its kwargs."""
+
+    name: str | None = None
+
+
+@dataclass
+class StudentsConfig:
+    """Hardware-aware student choice (the ``select`` stage; off while ``candidates`` is empty)."""
+
+    candidates: list[StudentCandidate] = field(default_factory=list)
+    latency_budget_ms: float | None = _range(None, 1e-6, None)
+    profile: str | None = None
+    rank_epochs: int = _range(3, 1, 100_000)
+    batch: int = _range(1, 1, 4096)
+
+
+def _interval(default: list, lo: float, hi: float) -> Any:
+    """A ``[low, high]`` search range inside ``[lo, hi]`` (checked by :func:`_check_search`)."""
+    return field(default_factory=lambda: list(default) if default is not None else None,
+                 metadata={"interval": (lo, hi)})
+
+
+@dataclass
+class TuneConfig:
+    """The distillation search (the ``tune`` stage; off unless ``enabled``). See docs/tuning.md."""
+
+    enabled: bool = False
+    trials: int | None = _range(20, 1, 100_000)
+    timeout_s: float | None = _range(None, 1.0, None)
+    epochs_per_trial: int | None = _range(None, 1, 100_000)
+    methods: list[str] = _registered("edgekd.distill:LOSSES", ["kd", "dkd"])
+    temperature: list[float] = _interval([1.0, 8.0], 1e-3, 100.0)
+    alpha: list[float] = _interval([0.1, 1.0], 0.0, 1.0)
+    lr: list[float] = _interval([3e-4, 3e-2], 1e-7, 10.0)
+    epochs: list[int] | None = _interval(None, 1, 100_000)
+    storage: str | None = None
+    pruner: str = _registered("edgekd.tuning:PRUNERS", "median")
+
+
+@dataclass
 class Recipe:
     name: str = "recipe"
     seed: int = 0
@@ -168,6 +209,8 @@ class Recipe:
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     bundle: BundleConfig = field(default_factory=BundleConfig)
+    students: StudentsConfig = field(default_factory=StudentsConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -226,6 +269,36 @@ def _check_combinations(r: Recipe, problems: list[str]) -> None:
                         f"{r.data.transforms.resize}")
 
 
+def _check_search(r: Recipe, problems: list[str]) -> None:
+    """The ``tune`` and ``students`` sections: ranges, budgets, and every searched method valid for this recipe."""
+    t, s = r.tune, r.students
+    for f in dataclasses.fields(TuneConfig):
+        if "interval" in f.metadata and getattr(t, f.name) is not None:
+            _check_interval(f"tune.{f.name}", getattr(t, f.name), *f.metadata["interval"], problems)
+    if t.enabled and t.trials is None and t.timeout_s is None:
+        problems.append("tune.enabled needs a budget: set tune.trials and/or tune.timeout_s")
+    if t.epochs is not None and t.epochs_per_trial is not None:
+        problems.append("tune.epochs (search the epochs) and tune.epochs_per_trial (fix them) exclude each other")
+    if not t.methods:
+        problems.append("tune.methods must name at least one method")
+    for method in dict.fromkeys(t.methods) if t.enabled else ():
+        extra: list[str] = []
+        _check_combinations(dataclasses.replace(r, distill=dataclasses.replace(r.distill, method=method)), extra)
+        problems += [f"tune.methods '{method}': {p}" for p in extra]
+    if not s.candidates and (s.latency_budget_ms is not None or s.profile):
+        problems.append("students.latency_budget_ms / students.profile need students.candidates")
+    names = [c.name for c in s.candidates if c.name]
+    if len(names) != len(set(names)):
+        problems.append(f"students.candidates: names must be unique, got {names}")
+
+
+def _check_interval(path: str, value: list, lo: float, hi: float, problems: list[str]) -> None:
+    if len(value) != 2:
+        problems.append(f"{path}: expected [low, high], got {short(value)}")
+    elif any(v != v for v in value) or not (lo <= value[0] <= value[1] <= hi):
+        problems.append(f"{path}: {value} must be [low, high] with {lo} <= low <= high <= {hi} (no NaN)")
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise UsageError(f"--set expects key=value, got '{text}'", hint="e.g. --set train.epochs=3")
@@ -260,6 +333,8 @@ def recipe_from_dict(data: dict, source: str = "recipe") -> Recipe:
     recipe = from_json(Recipe, data, source, hint, coerce=True, error=RecipeError)
     problems: list[str] = []
     _check_combinations(recipe, problems)
+    if not problems:
+        _check_search(recipe, problems)
     if problems:
         raise RecipeError(problems, source, hint=hint)
     return recipe

@@ -189,8 +189,8 @@ def latency_table(rows: list[ResultRow]) -> Table:
 
 
 def distillation_table(dist: dict) -> Table:
-    rows = [["method", str(dist.get("method", "–"))], ["temperature", str(dist.get("temperature", "–"))],
-            ["alpha", str(dist.get("alpha", "–"))], ["teacher outputs", str(dist.get("teacher_outputs", "–"))],
+    rows = [["method", str(dist.get("method", "–"))], ["temperature", _knob(dist.get("temperature"))],
+            ["alpha", _knob(dist.get("alpha"))], ["teacher outputs", str(dist.get("teacher_outputs", "–"))],
             ["augmentation", str(dist.get("augmentation", "–"))],
             ["teacher top-1", fmt_pct(dist.get("teacher_top1"))],
             ["student top-1 (distilled, shipped seed)", fmt_pct(dist.get("student_top1"))],
@@ -219,6 +219,11 @@ def seeds_table(dist: dict) -> Table | None:
                  ["seed", "student", "baseline", "gain", "student val", "baseline val"], rows)
 
 
+def _knob(x) -> str:
+    """A distillation knob as a person reads it (a searched one is a long float: 4 significant digits)."""
+    return "–" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
 def _gain_text(gain: dict) -> str:
     text = f"{fmt_pp(gain['mean'])}"
     if gain.get("std") is not None:
@@ -226,6 +231,40 @@ def _gain_text(gain: dict) -> str:
     if gain.get("ci_low") is not None:
         text += f", {100 * gain['confidence']:.0f}% interval [{fmt_pp(gain['ci_low'])}, {fmt_pp(gain['ci_high'])}]"
     return text
+
+
+def tune_table(tune: dict) -> Table:
+    """The distillation search (``results.json`` → ``distillation.tune``): best knobs against the recipe's own."""
+    trials = tune.get("trials") or []
+    states = [t["state"] for t in trials]
+    best = tune.get("best") or {}
+    knobs = ", ".join(f"{k}={best[k]:.3g}" if isinstance(best[k], float) else f"{k}={best[k]}" for k in best)
+    rows = [["trials", f"{states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, "
+                       f"{states.count('FAIL')} failed"],
+            ["best knobs (used by distill)", knobs or "–"], ["best validation top-1", fmt_pct(tune.get("best_value"))],
+            ["recipe's own knobs, validation top-1", fmt_pct(tune.get("default_value"))]]
+    notes = [f"Objective: {tune.get('objective', '')}; selection on validation only, the distilled student is "
+             f"evaluated on test once. Study {tune.get('study', '')} in {tune.get('storage', '')}. Every trial: "
+             "tune.md, tune.png."]
+    return Table("Distillation search (edgekd tune)", ["", "value"], rows, notes)
+
+
+def student_choice_table(choice: dict) -> Table:
+    """The hardware-aware student choice (``results.json`` → ``distillation.student_choice``)."""
+    budget = choice.get("budget_ms")
+    rows = [[c["name"] + (" ★" if c["name"] == choice.get("chosen") else ""), fmt_int(c["params"]),
+             fmt_ms(c["latency_ms"]), "over" if c["over_budget"] else "within", fmt_pct(c.get("val_top1")),
+             c["latency_source"]] for c in choice.get("candidates", [])]
+    notes = [f"Decision: **{choice.get('decision', '')}**.",
+             f"Latency: p50 at batch {choice.get('batch')}; budget "
+             f"{f'{budget:g} ms' if budget is not None else 'none'}. Candidates over budget are dropped before "
+             f"any training; the rest are ranked by validation top-1 after {choice.get('rank_epochs')} epoch(s) of "
+             "distillation (ties: the faster)."]
+    return Table("Student choice (latency vs accuracy)", ["candidate", "params", "p50 ms", "budget",
+                                                          "val top-1 (ranking run)", "latency from"], rows, notes)
+
+
+SEARCH_TABLES = {"student_choice": (student_choice_table, "students.png"), "tune": (tune_table, "tune.png")}
 
 
 def export_table(export: dict) -> Table:
@@ -297,6 +336,7 @@ def write_run_report(doc: ResultsDocument, out_dir: Path) -> dict[str, Path]:
         per_seed = seeds_table(doc.distillation)
         if per_seed:
             parts.append(per_seed.markdown())
+        parts += _search_parts(doc.distillation, out_dir)
     if doc.export:
         parts.append(export_table(doc.export).markdown())
     if doc.quantize:
@@ -306,6 +346,17 @@ def write_run_report(doc: ResultsDocument, out_dir: Path) -> dict[str, Path]:
     parts += ["## Device", ""] + device_lines(doc.device) + [""]
     paths["report"] = write_text(out_dir / "report.md", "\n".join(parts))
     return paths
+
+
+def _search_parts(dist: dict, out_dir: Path) -> list[str]:
+    """The student choice and the search, when those stages ran (with their plots)."""
+    parts = []
+    for key, (builder, plot) in SEARCH_TABLES.items():
+        if dist.get(key):
+            parts.append(builder(dist[key]).markdown())
+            if (out_dir / plot).is_file():
+                parts += [f"![{key.replace('_', ' ')}]({plot})", ""]
+    return parts
 
 
 def _points(rows: list[ResultRow], series: str | None = None):

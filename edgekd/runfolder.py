@@ -9,6 +9,8 @@
       weights/*.safetensors  trained models          onnx/*.onnx   exported and quantized models
       checkpoints/<name>/    per-epoch training checkpoints (resume)
       results.json  report.md  pareto.png  bundle/   what the report stage writes
+      tune.db  tune.md  tune.png  best_recipe.yaml   the search (tune stage, edgekd tune)
+      students.png           the student choice (select stage): latency vs accuracy, with the budget
       RUN_COMPLETE           written last, only when every stage's record is present and fresh
 
 A stage record carries the digests of its inputs (the recipe sections it depends on and the records of
@@ -111,6 +113,27 @@ class RunFolder:
     @property
     def cache(self) -> Path:
         return self.root / "cache"
+
+    # the search and the student choice (edgekd tune; the select and tune stages)
+    @property
+    def tune_db(self) -> Path:
+        return self.root / "tune.db"
+
+    @property
+    def best_recipe(self) -> Path:
+        return self.root / "best_recipe.yaml"
+
+    @property
+    def tune_report(self) -> Path:
+        return self.root / "tune.md"
+
+    @property
+    def tune_plot(self) -> Path:
+        return self.root / "tune.png"
+
+    @property
+    def students_plot(self) -> Path:
+        return self.root / "students.png"
 
     def weights(self, name: str) -> Path:
         return self.root / "weights" / f"{name}.safetensors"

@@ -76,8 +76,8 @@ class RichUI(UI):
 
 
 class _Progress:
-    """A bar for a long loop outside training (teacher outputs, evaluation); a start and an end line when the
-    output is not a terminal."""
+    """A bar for a long loop outside training (decoding data, teacher outputs, the search's trials); one line
+    when the output is not a terminal."""
 
     def __init__(self, console: Console, name: str, total: int, quiet: bool):
         self.bar = None
@@ -89,7 +89,7 @@ class _Progress:
             self.bar.start()
             self.task = self.bar.add_task(name, total=total)
         else:
-            console.print(f"  {name}: {total} batches …", markup=False)
+            console.print(f"  {name}: 0/{total} …", markup=False)
 
     def advance(self, n: int = 1) -> None:
         if self.bar:

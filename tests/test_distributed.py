@@ -90,7 +90,8 @@ def test_torchrun_edgekd_distill_writes_each_record_once(tmp_path):
         pytest.skip("edgekd distill is not there yet")
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.json"))
-    assert records == ["data.json", "stages/distill.json", "stages/teacher.json"]
+    assert records == ["data.json", "stages/distill.json", "stages/select.json", "stages/teacher.json",
+                       "stages/tune.json"]
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("last.pt")) == [
         "checkpoints/student/last.pt", "checkpoints/teacher/last.pt"]
     assert json.loads((out / "stages" / "distill.json").read_text())["artifact"]["student"]["test_top1"] > 0

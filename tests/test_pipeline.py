@@ -17,7 +17,7 @@ from tests.conftest import ROOT, TINY, stage_artifact, torch_blocked_env
 
 ARTIFACTS = {"teacher-pytorch", "student-pytorch", "baseline-pytorch", "teacher-onnx-fp32", "student-onnx-fp32",
              "student-onnx-int8", "student-onnx-int8-dynamic", "student-onnx-fp16"}
-STAGES = ["teacher", "distill", "export", "quantize", "benchmark", "report"]
+STAGES = ["teacher", "select", "tune", "distill", "export", "quantize", "benchmark", "report"]
 
 
 def test_run_writes_every_file(tiny_run):
@@ -184,7 +184,7 @@ def test_distill_stages_alone_write_records(tmp_path):
 
     out = tmp_path / "d"
     res = run_pipeline(load_recipe("digits", TINY + ["distill.baseline=false"]), out,
-                       stages=["data", "teacher", "distill"])
+                       stages=["data", "teacher", "select", "tune", "distill"])
     assert res.artifacts["distill"].baseline is None and not (out / "results.json").exists()
     assert (out / "weights" / "student.safetensors").is_file() and not (out / "RUN_COMPLETE").exists()
     assert not (out / "onnx").exists()

@@ -26,7 +26,7 @@ class KillingUI(UI):
     def reporter(self, name):
         return KillAt() if name == "student" else Reporter()
 
-run_pipeline(load_recipe("digits", sys.argv[2:]), sys.argv[1], stages=["data", "teacher", "distill"],
+run_pipeline(load_recipe("digits", sys.argv[2:]), sys.argv[1], stages=["data", "teacher", "select", "tune", "distill"],
              ui=KillingUI())
 """
 

@@ -1,4 +1,5 @@
-"""`edgekd distill`: the teacher and distill stages alone."""
+"""`edgekd distill`: the training stages alone (teacher; select and tune when the recipe turns them on;
+distill)."""
 
 from __future__ import annotations
 
@@ -19,5 +20,5 @@ def main(args) -> int:
     from edgekd.commands._common import load_recipe_and_check, run_and_summarize
 
     recipe = load_recipe_and_check(args, continuing=args.resume)
-    return run_and_summarize(recipe, args.out, stages=["data", "teacher", "distill"], resume=args.resume,
-                             quiet=args.quiet)
+    return run_and_summarize(recipe, args.out, stages=["data", "teacher", "select", "tune", "distill"],
+                             resume=args.resume, quiet=args.quiet)

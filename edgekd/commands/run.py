@@ -7,6 +7,8 @@ DESCRIPTION = """Run the whole pipeline for a recipe:
 
   data       load and split the data (the preprocessing contract the bundle will carry)
   teacher    load the recipe's checkpoint, reuse the cached teacher, or train it (then cache it)
+  select     (students.candidates) the candidate student that meets the latency budget with the best accuracy
+  tune       (tune.enabled) search the distillation knobs with Optuna; see `edgekd tune --help`
   distill    train the student with KD (and, by default, the same student from scratch as a baseline)
   export     student and teacher to ONNX (dynamo exporter), verified against PyTorch on test inputs
   quantize   every precision in quantize.modes: static INT8 (accuracy-aware), dynamic INT8, FP16
@@ -26,7 +28,8 @@ def add_arguments(p) -> None:
 
     add_recipe_arguments(p, "runs/digits")
     p.add_argument("--stages", default=None, metavar="LIST",
-                   help="comma-separated subset of data,teacher,distill,export,quantize,benchmark,report")
+                   help="comma-separated subset of data,teacher,select,tune,distill,export,quantize,benchmark,"
+                        "report")
 
 
 def main(args) -> int:

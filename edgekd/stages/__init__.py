@@ -6,7 +6,9 @@ package does not import torch.
 |---|---|---|---|
 | data | DataArtifact | – | seed, data |
 | teacher | TeacherArtifact | data | seed, data, teacher |
-| distill | DistillArtifact | data, teacher | seed, data, teacher, student, distill, train |
+| select | SelectArtifact | data, teacher | students, seed, data, teacher, student, distill, train |
+| tune | TuneArtifact | data, teacher, select | tune, seed, data, teacher, student, distill, train |
+| distill | DistillArtifact | data, teacher, select, tune | seed, data, teacher, student, distill, train |
 | export | ExportArtifact | data, teacher, distill | export |
 | quantize | QuantizeArtifact | data, export | quantize, bundle |
 | benchmark | BenchmarkArtifact | data, teacher, distill, export, quantize | bench |
@@ -22,7 +24,9 @@ from edgekd.artifacts import (
     ExportArtifact,
     QuantizeArtifact,
     ReportArtifact,
+    SelectArtifact,
     TeacherArtifact,
+    TuneArtifact,
 )
 from edgekd.deploy.registry import Registry
 from edgekd.pipeline import Stage
@@ -30,14 +34,18 @@ from edgekd.stages.benchmark import run_benchmark
 from edgekd.stages.export import run_export
 from edgekd.stages.quantize import run_quantize
 from edgekd.stages.report import run_report
+from edgekd.stages.select import run_select
 from edgekd.stages.train import run_data, run_distill, run_teacher
+from edgekd.stages.tune import run_tune
 
 STAGES: Registry[Stage] = Registry("stage")
 _TRAINING = ("seed", "data", "teacher", "student", "distill", "train")
 for _stage in (
     Stage("data", run_data, DataArtifact, (), ("seed", "data"), all_ranks=True),
     Stage("teacher", run_teacher, TeacherArtifact, ("data",), ("seed", "data", "teacher"), all_ranks=True),
-    Stage("distill", run_distill, DistillArtifact, ("data", "teacher"), _TRAINING, all_ranks=True),
+    Stage("select", run_select, SelectArtifact, ("data", "teacher"), ("students", *_TRAINING), all_ranks=True),
+    Stage("tune", run_tune, TuneArtifact, ("data", "teacher", "select"), ("tune", *_TRAINING), all_ranks=True),
+    Stage("distill", run_distill, DistillArtifact, ("data", "teacher", "select", "tune"), _TRAINING, all_ranks=True),
     Stage("export", run_export, ExportArtifact, ("data", "teacher", "distill"), ("export",)),
     Stage("quantize", run_quantize, QuantizeArtifact, ("data", "export"), ("quantize", "bundle")),
     Stage("benchmark", run_benchmark, BenchmarkArtifact, ("data", "teacher", "distill", "export", "quantize"),

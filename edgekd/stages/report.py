@@ -99,12 +99,20 @@ def results_document(ctx, choice: BundleChoice) -> ResultsDocument:
     return ResultsDocument(
         "run", bench.device, bench.rows, created=now_iso(), edgekd_version=__version__,
         settings={"bench": to_json(ctx.recipe.bench)}, bundle=choice, recipe=ctx.recipe.to_dict(),
-        distillation=distillation_summary(dist), export=to_json(ctx.artifact("export")),
+        distillation={**distillation_summary(dist), **search_summary(ctx)}, export=to_json(ctx.artifact("export")),
         quantize=to_json(ctx.artifact("quantize")),
         training={m.name: to_json(m.selection) for m in (ctx.artifact("teacher").model, dist.student, dist.baseline)
                   if m is not None},
         teacher_source=ctx.artifact("teacher").source, timings_s=dict(ctx.timings),
         stages={name: record.digest for name, record in ctx.records.items()})
+
+
+def search_summary(ctx) -> dict:
+    """``student_choice`` and ``tune`` (their artifacts) when the select and tune stages were on."""
+    from edgekd.deploy.typed import to_json
+
+    found = {"student_choice": ctx.artifacts.get("select"), "tune": ctx.artifacts.get("tune")}
+    return {key: to_json(art) for key, art in found.items() if art is not None and art.enabled}
 
 
 def distillation_summary(dist) -> dict:

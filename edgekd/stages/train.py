@@ -46,7 +46,7 @@ def prepare(ctx, todo: list[str]) -> None:
     ctx.artifacts["data_now"] = artifact
     ctx.ui.done("data", f"{r.data.source}: {len(s.train)} train / {len(s.val)} val / {len(s.test)} test, "
                         f"input {s.input_shape}, {s.num_classes} classes, device {ctx.device}")
-    if "teacher" in todo or "distill" in todo:
+    if {"teacher", "select", "tune", "distill"} & set(todo):
         _preflight(ctx)
 
 
@@ -108,6 +108,9 @@ def _preflight(ctx) -> None:
     check_models_fit({"teacher": teacher, "student": student,
                       **{f"teacher.extra[{i}]": m for i, m in enumerate(extra)}}, ctx.splits)
     _make_loss(ctx, student, teacher)
+    from edgekd.tuning.checks import check_search
+
+    check_search(ctx, teacher, lambda spec: _build(ctx, spec))  # candidates fit, searched losses build, profile
     ctx.models["teacher_init"] = teacher
     ctx.models["extra_teachers"] = [m.to(ctx.device).eval() for m in extra]
 
@@ -208,19 +211,21 @@ def epoch_views(ctx, views: int | None):
     return None if aug is None else EpochViews(dataclasses.replace(aug, seed=ctx.recipe.seed), views)
 
 
-def cache_views(recipe) -> int:
+def cache_views(recipe, epochs: int | None = None) -> int:
     """``distill.cache_views``, or one view per epoch: the cache then holds exactly what an online teacher
     would have computed, once for every seed and the resumes."""
-    return recipe.distill.cache_views or recipe.train.epochs
+    return recipe.distill.cache_views or epochs or recipe.train.epochs
 
 
-def _teacher_source(ctx):
+def teacher_source(ctx, method: str | None = None, epochs: int | None = None):
+    """The teacher outputs a distillation of ``epochs`` epochs (default the recipe's) with ``method`` (default
+    the recipe's) learns from, and the augmentation its student trains with: ``(source, views)``."""
     from edgekd.distill import LOSSES
     from edgekd.distill.cache import make_teacher_source
 
     r, s = ctx.recipe, ctx.splits
-    loss_cls = LOSSES.get(r.distill.method)
-    views = epoch_views(ctx, cache_views(r))
+    loss_cls = LOSSES.get(method or r.distill.method)
+    views = epoch_views(ctx, cache_views(r, epochs))
     key = hashlib.sha256(f"{_teacher_key(ctx)}|{r.digest('teacher')}|{views and views.augmentation}|"
                          f"{views and views.views}".encode()).hexdigest()[:16]
     source = make_teacher_source(
@@ -265,11 +270,15 @@ def _seeded(name: str, seed: int, first: int) -> str:
 
 
 def run_distill(ctx) -> DistillArtifact:
+    import dataclasses
+
     from edgekd.distill.trainer import CEObjective, DistillObjective
     from edgekd.stats import paired_gain
+    from edgekd.tuning.space import effective_recipe
 
+    ctx = dataclasses.replace(ctx, recipe=effective_recipe(ctx))  # the selected student, the tuned knobs
     r, seeds = ctx.recipe, seeds_of(ctx.recipe)
-    source, views = _teacher_source(ctx)  # once: every seed distils from the same teacher outputs
+    source, views = teacher_source(ctx)  # once: every seed distils from the same teacher outputs
     augmentation = _augmentation_text(ctx, views)
     ctx.ui.stage("distill", f"{r.distill.method} (T={r.distill.temperature}, alpha={r.distill.alpha}), teacher "
                             f"outputs: {source.kind}; augmentation: {augmentation}; {len(seeds)} seed(s)"
@@ -322,7 +331,12 @@ def load_trained(ctx, name: str):
     trained = known.get(name)
     if trained is None:
         raise UsageError(f"this run has no trained {name}", hint="set distill.baseline: true and re-run distill")
-    spec = ctx.recipe.teacher if name == "teacher" else ctx.recipe.student
+    if name == "teacher":
+        spec = ctx.recipe.teacher
+    else:
+        from edgekd.tuning.space import effective_recipe
+
+        spec = effective_recipe(ctx).student  # the student the select stage chose, if it ran
     model = model_from_config(dataclasses.replace(spec, checkpoint=None), ctx.splits.num_classes,
                               ctx.splits.input_shape)
     load_weights(model, ctx.run.path(trained.weights.path))
