@@ -72,6 +72,9 @@ class Stage:
     needs: tuple[str, ...] = ()
     sections: tuple[str, ...] = ()
     all_ranks: bool = False
+    #: ``off(recipe)``: this recipe switches the stage off (it then records that at once), so a ``--stages``
+    #: subset that needs it gets it added instead of refused
+    off: object = None
 
 
 @dataclass
@@ -220,12 +223,19 @@ def _blockers(stages: list[Stage], todo, fresh: dict, stale: dict) -> dict[tuple
     return problems
 
 
-def plan(stages: list[Stage], wanted: list[str], fresh: dict, stale: dict, resume: bool) -> list[str]:
+def plan(stages: list[Stage], wanted: list[str], fresh: dict, stale: dict, resume: bool, recipe=None) -> list[str]:
     """The stages to run, in order; refuses (``UsageError``) a subset whose needed inputs are missing or
-    would go stale, naming them and the smallest subset that works."""
+    would go stale, naming them and the smallest subset that works. A needed stage that ``recipe`` switches
+    off is added instead."""
     names = [s.name for s in stages]
     todo = [n for n in names if n in wanted and not (resume and n in fresh)]
     problems = _blockers(stages, todo, fresh, stale)
+    while problems and recipe is not None:  # stages the recipe switches off cost nothing: add them
+        free = {need for (_, need) in problems if (s := _named(stages, need)).off and s.off(recipe)} - set(todo)
+        if not free:
+            break
+        todo = [n for n in names if n in todo or n in free]
+        problems = _blockers(stages, todo, fresh, stale)
     if problems:
         fix = set(todo)
         while blockers := _blockers(stages, fix, fresh, stale):
@@ -235,6 +245,10 @@ def plan(stages: list[Stage], wanted: list[str], fresh: dict, stale: dict, resum
                          hint=f"run --stages {','.join(n for n in names if n in fix)} (or the whole pipeline); "
                               "nothing was changed")
     return todo
+
+
+def _named(stages: list[Stage], name: str) -> Stage:
+    return next(s for s in stages if s.name == name)
 
 
 # ------------------------------------------------------------------------------------------- running
@@ -256,7 +270,7 @@ def run_pipeline(recipe, out: str | os.PathLike, *, stages=None, resume: bool = 
     records, artifacts, stale = load_fresh(run, recipe, all_stages) if run.root.is_dir() else ({}, {}, {})
     if resume:
         _check_resumable(run, recipe)
-    todo = plan(all_stages, wanted, records, stale, resume)
+    todo = plan(all_stages, wanted, records, stale, resume, recipe)
     planned = {k: r.digest for k, r in records.items()}
     ctx = Context(recipe, run, ui=ui or UI(), resume=resume, records=records, artifacts=artifacts)
     if resume:
@@ -269,7 +283,7 @@ def run_pipeline(recipe, out: str | os.PathLike, *, stages=None, resume: bool = 
 
     with torch_threads(threads):  # the process's thread count is restored afterwards
         prepare(ctx, todo)  # data loaded, models built and checked: still nothing written
-        todo = plan(all_stages, wanted, ctx.records, stale, resume)  # the data record may have changed
+        todo = plan(all_stages, wanted, ctx.records, stale, resume, recipe)  # the data record may have changed
         with run.writer() if distributed.is_main() else contextlib.nullcontext():
             _check_unchanged(run, recipe, all_stages, planned)
             _prepare_out(ctx)

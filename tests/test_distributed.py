@@ -59,8 +59,8 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def torchrun(*args: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+def torchrun(*args: str, cwd: Path, timeout: int = 240, **env_extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **env_extra}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
 
@@ -81,11 +81,12 @@ def test_two_process_training_completes_with_identical_weights(tmp_path):
 
 def test_torchrun_edgekd_distill_writes_each_record_once(tmp_path):
     out = tmp_path / "run"
-    sets = ["data.limit=300", "train.epochs=1", "teacher.train.epochs=1", "distill.baseline=false"]
+    sets = ["data.limit=300", "train.epochs=1", "teacher.train.epochs=1", "distill.baseline=false", "distill.seeds=1"]
     args = ["-m", "edgekd.cli", "distill", "digits", "--out", str(out), "-q"]
     for s in sets:
         args += ["--set", s]
-    proc = torchrun(*args, cwd=ROOT)
+    # its own teacher cache: the teacher is trained (and checkpointed) here whatever ran before
+    proc = torchrun(*args, cwd=ROOT, EDGEKD_CACHE_DIR=str(tmp_path / "cache"))
     if proc.returncode != 0 and "No module named edgekd.commands.distill" in proc.stderr:
         pytest.skip("edgekd distill is not there yet")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -270,7 +270,7 @@ def test_seeds_report_the_gain_with_its_interval_everywhere(tmp_path, capsys):
 
     out = tmp_path / "seeds"
     capsys.readouterr()
-    assert _run(out, "--seeds", "3", "--stages", "data,teacher,distill") == 0
+    assert _run(out, "--seeds", "3", "--stages", "data,teacher,distill") == 0  # (select, tune: off, added)
     printed = capsys.readouterr().out
     for name in ("student", "student-s1", "student-s2", "baseline", "baseline-s1", "baseline-s2"):
         assert (out / "weights" / f"{name}.safetensors").is_file(), name

@@ -21,11 +21,12 @@ def main(args) -> int:
     from pathlib import Path
 
     from rich.console import Console
+    from rich.markup import escape
 
     from edgekd.report import merge_reports
 
     paths = merge_reports([Path(p) for p in args.results], Path(args.out))
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)  # a path is never broken across lines
     for kind, path in paths.items():
-        console.print(f"[green]✓[/] {kind:8s} {path}")
+        console.print(f"[green]✓[/] {kind:8s} {escape(str(path))}")
     return 0

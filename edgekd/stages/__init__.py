@@ -43,8 +43,10 @@ _TRAINING = ("seed", "data", "teacher", "student", "distill", "train")
 for _stage in (
     Stage("data", run_data, DataArtifact, (), ("seed", "data"), all_ranks=True),
     Stage("teacher", run_teacher, TeacherArtifact, ("data",), ("seed", "data", "teacher"), all_ranks=True),
-    Stage("select", run_select, SelectArtifact, ("data", "teacher"), ("students", *_TRAINING), all_ranks=True),
-    Stage("tune", run_tune, TuneArtifact, ("data", "teacher", "select"), ("tune", *_TRAINING), all_ranks=True),
+    Stage("select", run_select, SelectArtifact, ("data", "teacher"), ("students", *_TRAINING), all_ranks=True,
+          off=lambda r: not r.students.candidates),
+    Stage("tune", run_tune, TuneArtifact, ("data", "teacher", "select"), ("tune", *_TRAINING), all_ranks=True,
+          off=lambda r: not r.tune.enabled),
     Stage("distill", run_distill, DistillArtifact, ("data", "teacher", "select", "tune"), _TRAINING, all_ranks=True),
     Stage("export", run_export, ExportArtifact, ("data", "teacher", "distill"), ("export",)),
     Stage("quantize", run_quantize, QuantizeArtifact, ("data", "export"), ("quantize", "bundle")),
