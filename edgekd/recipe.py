@@ -153,6 +153,9 @@ class BenchConfig:
 @dataclass
 class BundleConfig:
     tolerance: float = _range(0.01, 0.0, 1.0)
+    #: batch-1 p50 (ms, on the machine that benchmarks) a shipped artifact must not exceed; default: the
+    #: student choice's budget when its candidates were timed on this machine (no ``students.profile``)
+    latency_budget_ms: float | None = _range(None, 1e-6, None)
 
 
 @dataclass

@@ -179,3 +179,40 @@ def test_merged_report_in_a_real_browser(tmp_path):
     png = screenshot(paths["html"], tmp_path / "report.png", height=2400)
     assert page_checks(paths["html"], png) == []
     assert png_size(png) == (1400, 2400)
+
+
+def test_the_bundle_rule_ties_tolerance_and_budget():
+    """One rule: within the accuracy tolerance of FP32, faster only beyond the noise, ties to the more accurate
+    then the smaller; an artifact over the latency budget never ships."""
+    from edgekd.stages.report import choose_bundle
+
+    fp32 = row("student-onnx-fp32", "student", "onnx", "fp32", 0.970, 0.050, 41_000, 10_000, variant="export")
+    int8_tie = row("student-onnx-int8", "student", "onnx", "int8", 0.970, 0.049, 20_000, 10_000, variant="static")
+    choice = choose_bundle([fp32, int8_tie], 0.01)
+    assert choice.chosen == "student-onnx-int8", "a noise-level tie goes to the smaller at equal accuracy"
+    assert "ties with student-onnx-int8 within the measured noise" in choice.reasons["student-onnx-fp32"]
+    fast_but_worse = row("student-onnx-int8", "student", "onnx", "int8", 0.950, 0.020, 20_000, 10_000,
+                         variant="static")
+    choice = choose_bundle([fp32, fast_but_worse], 0.01)
+    assert choice.chosen == "student-onnx-fp32" and "more than 1.00 pp below" in choice.reasons["student-onnx-int8"]
+    clearly_faster = row("student-onnx-int8", "student", "onnx", "int8", 0.965, 0.025, 20_000, 10_000,
+                         variant="static")
+    assert choose_bundle([fp32, clearly_faster], 0.01).chosen == "student-onnx-int8"
+    choice = choose_bundle([fp32, clearly_faster], 0.01, budget_ms=0.04)
+    assert choice.chosen == "student-onnx-int8" and "over the latency budget" in choice.reasons["student-onnx-fp32"]
+    choice = choose_bundle([fp32, clearly_faster], 0.01, budget_ms=0.01)
+    assert choice.chosen is None and choice.decision.startswith("no bundle: no student artifact within tolerance "
+                                                                "meets the latency budget of 0.01 ms")
+
+
+def test_the_bundle_budget_is_the_choice_budget_only_when_timed_here():
+    from edgekd.recipe import load_recipe
+    from edgekd.stages.report import bundle_budget
+
+    assert bundle_budget(load_recipe("digits")) is None
+    assert bundle_budget(load_recipe("digits", ["bundle.latency_budget_ms=0.5"])) == 0.5
+    automated = load_recipe(str(Path(__file__).resolve().parents[1] / "models" / "digits_automated.yaml"))
+    assert bundle_budget(automated) == automated.students.latency_budget_ms is not None
+    on_a_device = load_recipe(str(Path(__file__).resolve().parents[1] / "models" / "digits_automated.yaml"),
+                              ["students.profile=jetson.json"])
+    assert bundle_budget(on_a_device) is None, "another device's budget cannot be judged by this machine's timing"

@@ -26,9 +26,11 @@ def _band(r: ResultRow) -> str:
     return f"p50 {r.p50:.4g} ms"
 
 
-def choose_bundle(rows: list[ResultRow], tolerance: float, accuracy: str = "val_top1") -> BundleChoice:
+def choose_bundle(rows: list[ResultRow], tolerance: float, accuracy: str = "val_top1",
+                  budget_ms: float | None = None) -> BundleChoice:
     """Apply the bundle rule (module docstring) to one device's rows; ``accuracy`` names the row field judged
-    (``val_top1`` in a run; ``top1`` on ``--data`` for ``edgekd bench`` files)."""
+    (``val_top1`` in a run; ``top1`` on ``--data`` for ``edgekd bench`` files). With ``budget_ms`` an artifact
+    whose batch-1 p50 exceeds it is never shipped."""
     cands = [r for r in rows if r.role == "student" and r.format == "onnx" and r.batch == 1 and r.latency]
     measured = all(getattr(r, accuracy) is not None for r in cands)
 
@@ -45,6 +47,16 @@ def choose_bundle(rows: list[ResultRow], tolerance: float, accuracy: str = "val_
                                f"below the FP32 export's {acc(fp32):.2%}")
         else:
             ok.append(r)
+    if budget_ms is not None:
+        for r in (r for r in ok if r.p50 > budget_ms):
+            reasons[r.name] = f"rejected: p50 {r.p50:.4g} ms is over the latency budget of {budget_ms:g} ms"
+        within = [r for r in ok if r.p50 <= budget_ms]
+        if not within:
+            fastest = min(ok or cands, key=lambda r: r.p50)
+            return BundleChoice(None, RULE, reasons, tolerance,
+                                f"no bundle: no student artifact within tolerance meets the latency budget of "
+                                f"{budget_ms:g} ms (the fastest, {fastest.name}, has p50 {fastest.p50:.4g} ms)")
+        ok = within
     unbeaten = [r for r in ok if not any(faster(o.latency, r.latency) for o in ok if o is not r)]
     best = max(unbeaten, key=lambda r: (acc(r), -(r.size_bytes or 0), r.name == fp32.name))
     ties = [r for r in unbeaten if r is not best]
@@ -66,6 +78,15 @@ def choose_bundle(rows: list[ResultRow], tolerance: float, accuracy: str = "val_
     if not measured:
         decision += " — accuracy not measured here (bench with --data): chosen by latency alone"
     return BundleChoice(best.name, RULE, reasons, tolerance, decision)
+
+
+def bundle_budget(recipe) -> float | None:
+    """``bundle.latency_budget_ms``, else the student choice's budget when its candidates were timed on this
+    machine (a ``students.profile`` budget is another device's: this machine's latency cannot judge it)."""
+    s = recipe.students
+    if recipe.bundle.latency_budget_ms is not None:
+        return recipe.bundle.latency_budget_ms
+    return s.latency_budget_ms if s.candidates and not s.profile else None
 
 
 def _what(accuracy: str) -> str:
@@ -135,7 +156,7 @@ def run_report(ctx) -> ReportArtifact:
     from edgekd.report import write_run_report
 
     bench = ctx.artifact("benchmark")
-    choice = choose_bundle(list(bench.rows), ctx.recipe.bundle.tolerance)
+    choice = choose_bundle(list(bench.rows), ctx.recipe.bundle.tolerance, budget_ms=bundle_budget(ctx.recipe))
     if choice.chosen:
         row = next(r for r in bench.rows if r.name == choice.chosen)
         path = ctx.run.path(onnx_models(ctx)[choice.chosen].file.path)
