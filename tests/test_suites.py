@@ -198,3 +198,24 @@ def test_selection_rules(capsys, tmp_path, torch_one_thread):
         {"epoch": 3, "val_top1": 0.8, "val_loss": 0.5, "test_top1": 0.80}]} for k in ("kd", "baseline")],
         ["last", "best-val-top1", "best-val-loss"])
     assert [s["epochs"][0] for s in scored] == [[3], [2], [3]]
+
+
+def test_fashion_mnist_suite_on_a_laid_out_folder(capsys, tmp_path, torch_one_thread):
+    """The real-data suite's code path on a Fashion-MNIST-shaped folder (synthetic images, the real layout):
+    the 3-seed table, the INT8 drop and the cached-views vs online-teacher comparison."""
+    from edgekd.benchmarks.suites import fashion_mnist
+    from edgekd.datasets import layout_fashion_mnist
+    from tests.test_datasets import fake_archives
+
+    layout_fashion_mnist(tmp_path / "fm", tmp_path / "src", fake_archives(tmp_path / "src", 300, 100))
+    tiny = ["train.epochs=2", "teacher.train.epochs=1", "bench.min_runs=10", "bench.min_time_s=0.01",
+            "bench.warmup_s=0", "bench.rounds=2", "quantize.calib_samples=32"]
+    out = run_suite(fashion_mnist, capsys, "--root", str(tmp_path / "fm"), "--out", str(tmp_path / "runs"),
+                    "--seeds", "2", "--compare-seeds", "1", *[a for s in tiny for a in ("--set", s)], "--no-write",
+                    "--results", str(tmp_path / "RESULTS.md"))
+    header, rows = table(out)
+    assert header[0] == "teacher" and len(rows[0]) == 7 and rows[0][5] in ("gain", "loss", "within noise")
+    assert "| 0 |" in out and "| 1 |" in out, "one row per seed"
+    assert "| auto | cache-memory (random crop with 2-pixel padding, horizontal flip; 2 view(s) replayed) |" in out
+    assert "| off | online (random crop with 2-pixel padding, horizontal flip; a fresh view each epoch) |" in out
+    assert not (tmp_path / "RESULTS.md").exists()
