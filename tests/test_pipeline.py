@@ -192,11 +192,12 @@ def test_distill_stages_alone_write_records(tmp_path):
 
 @pytest.mark.slow
 def test_default_recipe_meets_accuracy_targets(tmp_path):
-    """The shipped recipe, full training budget: the README's accuracy claims hold."""
+    """The shipped recipe, full training budget (one of its seeds): the README's accuracy claims hold."""
     from edgekd.pipeline import run_pipeline
     from edgekd.recipe import load_recipe
 
-    fast_bench = ["bench.min_runs=20", "bench.min_time_s=0.05", "bench.warmup_s=0.02", "bench.rounds=2"]
+    fast_bench = ["bench.min_runs=20", "bench.min_time_s=0.05", "bench.warmup_s=0.02", "bench.rounds=2",
+                  "distill.seeds=1"]
     res = run_pipeline(load_recipe("digits", fast_bench), tmp_path / "full")
     rows = {r.name: r for r in res.artifacts["benchmark"].rows}
     assert rows["student-onnx-fp32"].top1 >= rows["teacher-pytorch"].top1 - 0.03
