@@ -8,7 +8,7 @@ package does not import torch.
 | teacher | TeacherArtifact | data | seed, data, teacher |
 | distill | DistillArtifact | data, teacher | seed, data, teacher, student, distill, train |
 | export | ExportArtifact | data, teacher, distill | export |
-| quantize | QuantizeArtifact | data, export | quantize, bundle |
+| quantize | QuantizeArtifact | data, teacher, distill, export | quantize, bundle |
 | benchmark | BenchmarkArtifact | data, teacher, distill, export, quantize | bench |
 | report | ReportArtifact | data, teacher, distill, export, quantize, benchmark | name, bundle |
 """
@@ -39,7 +39,8 @@ for _stage in (
     Stage("teacher", run_teacher, TeacherArtifact, ("data",), ("seed", "data", "teacher"), all_ranks=True),
     Stage("distill", run_distill, DistillArtifact, ("data", "teacher"), _TRAINING, all_ranks=True),
     Stage("export", run_export, ExportArtifact, ("data", "teacher", "distill"), ("export",)),
-    Stage("quantize", run_quantize, QuantizeArtifact, ("data", "export"), ("quantize", "bundle")),
+    Stage("quantize", run_quantize, QuantizeArtifact, ("data", "teacher", "distill", "export"),  # qat: both models
+          ("quantize", "bundle")),
     Stage("benchmark", run_benchmark, BenchmarkArtifact, ("data", "teacher", "distill", "export", "quantize"),
           ("bench",)),
     Stage("report", run_report, ReportArtifact, ("data", "teacher", "distill", "export", "quantize", "benchmark"),
