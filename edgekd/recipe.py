@@ -124,12 +124,21 @@ class DistillConfig:
 
 
 @dataclass
+class RawPixelsConfig:
+    """The bundled model takes uint8 pixels and normalises inside its graph (edgekd.deploy.raw_pixels)."""
+
+    enabled: bool = False
+    layout: str = _choices("NHWC", "NCHW", default="NHWC")
+
+
+@dataclass
 class ExportConfig:
     opset: int = _range(18, 11, 23)
     exporter: str = _registered("edgekd.deploy.export:EXPORTERS", "dynamo")
     fallback: str | None = _registered("edgekd.deploy.export:EXPORTERS", "torchscript")
     atol: float = _range(1e-4, 0.0, 1.0)
     simplify: bool = False
+    raw_pixels: RawPixelsConfig = field(default_factory=RawPixelsConfig)
 
 
 @dataclass
