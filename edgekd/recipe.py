@@ -153,7 +153,7 @@ class QuantizeConfig:
     qat_when: str = _choices("ptq-misses", "always", default="ptq-misses")
     qat_epochs: int = _range(3, 1, 10_000)
     qat_lr: float = _range(1e-4, 0.0, 1.0)
-    qat_min_agreement: float = _range(0.98, 0.0, 1.0)
+    qat_min_agreement: float = _range(0.99, 0.0, 1.0)
 
 
 @dataclass

@@ -82,7 +82,8 @@ def test_qat_export_is_explicit_symmetric_qdq_with_parity(digits_qat, tmp_path):
     q.eval()
     done = export_qat(q, x[:1], tmp_path / "qat.onnx", x[1200:].numpy())
     assert done.exporter == "dynamo" and done.qdq.passed and done.parity.passed, done.qdq.lines
-    assert done.parity.top1_agreement >= 0.98
+    assert done.parity.top1_agreement >= 0.99  # the graph as ONNX defines it computes the fake-quant model
+    assert done.kernels["top1_agreement"] >= 0.95  # ONNX Runtime's fused integer kernels: recorded, close
     model = onnx.load(str(tmp_path / "qat.onnx"))
     assert asymmetric_zero_points(model) == []
     inits = {i.name: i for i in model.graph.initializer}

@@ -105,16 +105,17 @@ def _export(ctx, fp32, model, example, val, attempt: dict, lines: list[str], fit
     history = [{k: round(v, 5) if isinstance(v, float) else v for k, v in h.items()} for h in fit.history]
     attempt = {**attempt, "decision": "qat", "val_top1": top1, "best_epoch": fit.best_epoch, "epochs": fit.epochs_run,
                "history": history, "exporter": done.exporter, "qdq": done.qdq.to_dict(),
-               "parity": done.parity.to_dict()}
+               "parity": done.parity.to_dict(), "kernels": done.kernels}
     lines += [f"fine-tuned {fit.epochs_run} epoch(s) with the teacher's soft targets; kept epoch {fit.best_epoch} "
               f"(fake-quant validation top-1 {fit.best_val_top1:.2%})",
-              f"exported explicit Q/DQ ({done.exporter} exporter): " + "; ".join(done.qdq.lines + done.parity.lines),
+              f"exported explicit Q/DQ ({done.exporter} exporter): " + "; ".join(done.lines),
               f"ONNX Runtime validation top-1 {top1:.2%} (FP32 {attempt['float_val_top1']:.2%}, post-training start "
               f"{attempt['start_val_top1']:.2%})"]
     details = {"val_top1": top1, "float_val_top1": attempt["float_val_top1"], "start_val_top1": attempt["start_val_top1"],
                "epochs": fit.epochs_run, "best_epoch": fit.best_epoch, "exporter": done.exporter,
                "scheme": attempt["scheme"], "tensorrt_ready": done.qdq.passed,
                "parity": {"top1_agreement": done.parity.top1_agreement, "max_abs_diff": done.parity.max_abs_diff,
-                          "samples": done.parity.samples}}
+                          "samples": done.parity.samples, "graph": "as ONNX defines it (no fusion)"},
+               "kernel_agreement": done.kernels["top1_agreement"]}
     log.info("qat candidate %s: validation top-1 %.4f", out, top1)
     return _model(ctx, NAMES["qat"], "int8", "qat", out, fp32, details), attempt, lines
