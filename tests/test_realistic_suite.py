@@ -27,3 +27,24 @@ def test_realistic_suite_smoke(capsys, tmp_path):
     assert rows[0][8] == "1.00×"  # PyTorch eager is the reference of the speed-up column
     assert "Measured FP32 peak" in out and "fastest is" in out
     assert not (tmp_path / "RESULTS.md").exists()
+
+
+def test_openvino_runner_matches_onnxruntime(tiny_run):
+    """The OpenVINO runner (runtime `openvino` of edgekd bench) runs an FP32 and an INT8 Q/DQ model like ONNX Runtime."""
+    pytest.importorskip("openvino")
+    import numpy as np
+
+    from edgekd.deploy.runtime.openvino import OpenVinoRunner
+    from edgekd.deploy.runtime.ort import OnnxrtRunner
+
+    x = np.random.default_rng(0).standard_normal((16, 1, 8, 8)).astype(np.float32)
+    for name in ("student", "student-int8"):
+        path = tiny_run / "onnx" / f"{name}.onnx"
+        with OnnxrtRunner(path, "cpu", 1) as ort_runner, OpenVinoRunner(path, threads=1) as ov_runner:
+            assert ov_runner.inputs()[0].dtype == "float32" and ov_runner.info().runtime.startswith("openvino")
+            want, got = ort_runner.infer({"input": x})["logits"], ov_runner.infer({"input": x})["logits"]
+            call = ov_runner.bind({"input": x})
+            call()
+        assert (want.argmax(1) == got.argmax(1)).mean() >= (1.0 if name == "student" else 0.9)
+        if name == "student":
+            assert np.abs(want - got).max() < 1e-3
