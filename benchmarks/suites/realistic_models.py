@@ -182,14 +182,19 @@ def table(cases: list[ModelCase], peak: float, wanted: tuple[str, ...]) -> str:
 
 
 def findings(cases: list[ModelCase]) -> str:
-    """The fastest candidate per model (p50), the runtime to pick on this CPU."""
+    """The fastest candidate per model — faster only beyond the rounds' noise (``harness.faster``), else a tie."""
+    from edgekd.benchmarks.harness import faster
+
     out = []
     for c in cases:
         if c.latency:
             best = min(c.latency, key=lambda n: c.latency[n].p50)
+            ties = [n for n in c.latency if n != best and not faster(c.latency[best], c.latency[n])]
             fp32 = {n: c.latency[n].p50 for n in c.latency if n.endswith("fp32")}
             order = " < ".join(f"{n} {v:.2f} ms" for n, v in sorted(fp32.items(), key=lambda kv: kv[1]))
-            out.append(f"- {c.name}: fastest is **{best}** ({c.latency[best].p50:.2f} ms); FP32 runtimes: {order}.")
+            tie = f", tied within the rounds' noise with {', '.join(ties)}" if ties else ""
+            out.append(f"- {c.name}: fastest is **{best}** ({c.latency[best].p50:.2f} ms){tie}; FP32 runtimes: "
+                       f"{order}.")
     return "\n".join(out)
 
 
