@@ -107,8 +107,15 @@ def _trt_runner(target: Target, providers, threads, graph_optimization):
     return TrtRunner(target.model_path)
 
 
+def _openvino_runner(target: Target, providers, threads, graph_optimization):
+    from edgekd.deploy.runtime.openvino import OpenVinoRunner
+
+    return OpenVinoRunner(target.model_path, threads)
+
+
 RUNTIMES.register("ort", _ort_runner)
 RUNTIMES.register("trt", _trt_runner)
+RUNTIMES.register("openvino", _openvino_runner)
 
 
 def open_runner(target: Target, runtime: str | None = None, providers=None, threads: int | None = None,

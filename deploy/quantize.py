@@ -63,6 +63,7 @@ class Preset:
     activation_symmetric: bool
     weight_symmetric: bool
     description: str
+    quantize_bias: bool = True  # False: biases stay float (TensorRT's parser dequantizes INT8 only, not INT32)
 
 
 PRESETS: Registry[Preset] = Registry("quantization preset")
@@ -80,7 +81,8 @@ register_preset(Preset("x86-vnni", "int8", "int8", False, False, True,
 register_preset(Preset("arm64", "int8", "int8", False, False, True,
                        "ARM64 (NEON/dot-product): S8S8 QDQ, full 8-bit range"))
 register_preset(Preset("tensorrt", "int8", "int8", False, True, True,
-                       "TensorRT explicit quantization: S8S8, symmetric activations and weights (zero point 0)"))
+                       "TensorRT explicit quantization: S8S8, symmetric activations and weights (zero point 0), "
+                       "float biases", quantize_bias=False))
 
 
 @dataclass
@@ -317,7 +319,8 @@ def quantize_static(fp32_path: str | os.PathLike, out_path: str | os.PathLike, c
     feed, batch = _calib_batches(feed, fixed_batch(Path(fp32_path)), calib_batch, warnings)
     n = len(next(iter(feed.values())))
     settings = _settings(chosen, per_channel, method, percentile)
-    extra = {"ActivationSymmetric": chosen.activation_symmetric, "WeightSymmetric": chosen.weight_symmetric}
+    extra = {"ActivationSymmetric": chosen.activation_symmetric, "WeightSymmetric": chosen.weight_symmetric,
+             "QuantizeBias": chosen.quantize_bias}
     if method == "percentile":
         extra["CalibPercentile"] = percentile
     with tempfile.TemporaryDirectory(prefix="edgekd-quant-") as tmp:
@@ -409,7 +412,7 @@ def _settings(preset: Preset, per_channel: bool, method: str, percentile: float)
     out = {"activation_type": preset.activation_type, "weight_type": preset.weight_type,
            "reduce_range": preset.reduce_range, "activation_symmetric": preset.activation_symmetric,
            "weight_symmetric": preset.weight_symmetric, "per_channel": per_channel, "format": "QDQ",
-           "calibration": method}
+           "calibration": method, "quantize_bias": preset.quantize_bias}
     if method == "percentile":
         out["percentile"] = percentile
     return out

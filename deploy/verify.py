@@ -58,14 +58,15 @@ Feed = np.ndarray | dict[str, np.ndarray]
 
 def check_parity(reference_fn, onnx_path: str | os.PathLike, inputs: Feed, *, precision: str = "fp32",
                  batch_sizes=(1, 7), atol: float | None = None, min_agreement: float | None = None,
-                 providers=None, label: str | None = None) -> ParityReport:
+                 providers=None, label: str | None = None, graph_optimization: str = "all") -> ParityReport:
     """Run ``onnx_path`` and ``reference_fn`` on ``inputs`` and compare every output.
 
     ``inputs`` is one array (for the model's only input) or a feed ``{input name: array}`` (all of the same
     length); ``reference_fn`` gets the same form back and returns one array, a tuple/list (in the model's
     output order) or a dict by output name. The ONNX model runs on the whole input set and, separately, at
     each of ``batch_sizes`` (two or more, to prove the batch axis really is dynamic). ``label`` names the
-    model in errors (default: ``onnx_path``; useful when checking a temp file). Raises
+    model in errors (default: ``onnx_path``; useful when checking a temp file). ``graph_optimization="disable"``
+    runs the graph as ONNX defines it (e.g. Q/DQ as float arithmetic, not fused integer kernels). Raises
     :class:`ToleranceExceeded` naming the first output that diverges and by how much.
 
     Example:
@@ -79,7 +80,7 @@ def check_parity(reference_fn, onnx_path: str | os.PathLike, inputs: Feed, *, pr
         log.warning("parity checked at batch sizes %s only; use two or more to prove a dynamic batch",
                     list(batch_sizes))
     label = label or str(onnx_path)
-    with OnnxrtRunner(onnx_path, providers) as runner:
+    with OnnxrtRunner(onnx_path, providers, graph_optimization=graph_optimization) as runner:
         specs = runner.inputs()
         feed = inputs if isinstance(inputs, dict) else {specs[0].name: inputs}
         for spec in specs:

@@ -121,21 +121,36 @@ class DistillConfig:
 
 
 @dataclass
+class RawPixelsConfig:
+    """The bundled model takes uint8 pixels and normalises inside its graph (edgekd.deploy.raw_pixels)."""
+
+    enabled: bool = False
+    layout: str = _choices("NHWC", "NCHW", default="NHWC")
+
+
+@dataclass
 class ExportConfig:
     opset: int = _range(18, 11, 23)
     exporter: str = _registered("edgekd.deploy.export:EXPORTERS", "dynamo")
     fallback: str | None = _registered("edgekd.deploy.export:EXPORTERS", "torchscript")
     atol: float = _range(1e-4, None, 1.0, above=0.0)
     simplify: bool = False
+    raw_pixels: RawPixelsConfig = field(default_factory=RawPixelsConfig)
 
 
 @dataclass
 class QuantizeConfig:
     enabled: bool = True
-    modes: list[str] = _registered("edgekd.stages.quantize:QUANTIZERS", ["static", "dynamic", "fp16"])
+    modes: list[str] = _registered("edgekd.stages.quantize:QUANTIZERS", ["static", "dynamic", "fp16", "qat"])
     calibration: str = _choices("minmax", "entropy", "percentile", default="minmax")
     calib_samples: int = _range(256, 1, 1_000_000)
     preset: str = _registered("edgekd.deploy.quantize:PRESETS", "auto", extra=("auto",))
+    # QAT-KD (mode `qat`, edgekd.distill.qat): trains only when its post-training start point misses
+    # bundle.tolerance, unless qat_when is `always`
+    qat_when: str = _choices("ptq-misses", "always", default="ptq-misses")
+    qat_epochs: int = _range(3, 1, 10_000)
+    qat_lr: float = _range(1e-4, 0.0, 1.0)
+    qat_min_agreement: float = _range(0.99, 0.0, 1.0)
 
 
 @dataclass

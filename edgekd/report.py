@@ -291,8 +291,21 @@ def quantize_table(q: dict) -> Table:
     if static.get("steps"):
         notes.append(f"Static INT8 (accuracy-aware): {len(static['steps'])} step(s), decision **{static['decision']}**, "
                      f"{len(static['steps'][-1].get('excluded') or [])} node(s) kept in float.")
+    notes += qat_notes((q.get("attempts") or {}).get("qat") or {})
     return Table("Quantization candidates (validation top-1)", ["artifact", "precision", "variant", "val top-1"],
                  rows, notes)
+
+
+def qat_notes(qat: dict) -> list[str]:
+    """One line on quantization-aware distillation: skipped (post-training was good enough) or what it gained."""
+    if qat.get("decision") == "skipped":
+        return [f"QAT-KD skipped: the post-training start point ({fmt_pct(qat.get('start_val_top1'))}) is within "
+                f"tolerance of FP32 ({fmt_pct(qat.get('float_val_top1'))})."]
+    if qat.get("decision") == "qat":
+        return [f"QAT-KD: validation top-1 {fmt_pct(qat.get('start_val_top1'))} post-training → "
+                f"{fmt_pct(qat.get('val_top1'))} after {qat.get('epochs')} epoch(s) (FP32 "
+                f"{fmt_pct(qat.get('float_val_top1'))}); explicit Q/DQ, symmetric, {qat.get('exporter')} exporter."]
+    return []
 
 
 def bundle_table(choice: BundleChoice) -> Table:

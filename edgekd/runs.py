@@ -90,7 +90,7 @@ def bundle_from_run(run_dir: str | os.PathLike, out: str | os.PathLike, artifact
     """Bundle a run's artifact (default: the one its report chose) into ``out``; returns ``(out, name)``."""
     from edgekd.deploy.bundle import write_bundle
     from edgekd.deploy.runtime.trt import sidecar_path
-    from edgekd.stages.report import bundle_manifest
+    from edgekd.stages.report import bundle_manifest, bundle_model
 
     run, recipe = open_run(run_dir)
     arts = _artifacts(run, recipe)
@@ -109,8 +109,14 @@ def bundle_from_run(run_dir: str | os.PathLike, out: str | os.PathLike, artifact
             raise InputFileError(f"engine {engine} or its sidecar {sidecar_path(engine).name} is missing",
                                  hint="build it with `edgekd engine`, which writes both")
         extra = {"model.engine": engine, "model.engine.json": sidecar_path(engine)}
-    path = run.path(models[name].file.path)
-    manifest = bundle_manifest(arts["data"], rows[name], path, arts["benchmark"].device, recipe.name)
-    if extra:
-        manifest = dataclasses.replace(manifest, files={"engine": "model.engine", "engine_sidecar": "model.engine.json"})
-    return write_bundle(out, path, manifest, extra, protect=run.root), name
+        if recipe.export.raw_pixels.enabled:
+            raise UsageError("this run bundles a raw-pixel model (export.raw_pixels), but the engine was built from "
+                             "the plain one: they would take different inputs",
+                             hint="bundle without --engine, or run with export.raw_pixels.enabled: false")
+    with bundle_model(recipe.export.raw_pixels, arts["data"], run.path(models[name].file.path),
+                      rows[name].precision) as (path, data):
+        manifest = bundle_manifest(data, rows[name], path, arts["benchmark"].device, recipe.name)
+        if extra:
+            manifest = dataclasses.replace(manifest, files={"engine": "model.engine",
+                                                            "engine_sidecar": "model.engine.json"})
+        return write_bundle(out, path, manifest, extra, protect=run.root), name

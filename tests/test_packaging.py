@@ -66,7 +66,7 @@ def test_deploy_never_imports_the_rest_of_edgekd():
 def test_device_runtime_imports_numpy_and_runtimes_only():
     """deploy/runtime: the standard library, numpy, onnxruntime/tensorrt/cuda, tokenizers, PIL and other
     stdlib-only deploy modules — never torch, onnx or edgekd's training side."""
-    allowed_third_party = {"numpy", "onnxruntime", "tensorrt", "cuda", "tokenizers", "PIL"}
+    allowed_third_party = {"numpy", "onnxruntime", "tensorrt", "cuda", "tokenizers", "PIL", "openvino"}
     allowed_deploy = {"edgekd.deploy.errors", "edgekd.deploy.fileio", "edgekd.deploy.typed",
                       "edgekd.deploy.registry"}
     stdlib = set(sys.stdlib_module_names) | {"__future__"}

@@ -26,8 +26,8 @@ code is 5. Results format: docs/benchmarking.md (JSON Schema: docs/results.schem
 def add_arguments(p) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL",
                    help="one or more .onnx files, bundle folders or TensorRT .engine files (compared interleaved)")
-    p.add_argument("--runtime", choices=["ort", "trt"], default=None,
-                   help="ort (ONNX Runtime) or trt (TensorRT); default: trt for .engine/.plan files, else ort")
+    p.add_argument("--runtime", choices=["ort", "trt", "openvino"], default=None,
+                   help="ort (ONNX Runtime), trt (TensorRT) or openvino; default: trt for .engine/.plan files, else ort")
     p.add_argument("--provider", default=None, metavar="LIST",
                    help="ONNX Runtime execution provider(s), e.g. cpu or cuda,cpu (default: cpu)")
     p.add_argument("--batch", default="1", metavar="SIZES", help="comma-separated batch sizes (default: 1)")

@@ -10,7 +10,7 @@ package does not import torch.
 | tune | TuneArtifact | data, teacher, select | tune, seed, data, teacher, student, distill, train |
 | distill | DistillArtifact | data, teacher, select, tune | seed, data, teacher, student, distill, train |
 | export | ExportArtifact | data, teacher, distill | export |
-| quantize | QuantizeArtifact | data, export | quantize, bundle |
+| quantize | QuantizeArtifact | data, teacher, distill, export | quantize, bundle |
 | benchmark | BenchmarkArtifact | data, teacher, distill, export, quantize | bench |
 | report | ReportArtifact | data, teacher, distill, export, quantize, benchmark | name, bundle |
 """
@@ -49,7 +49,8 @@ for _stage in (
           off=lambda r: not r.tune.enabled),
     Stage("distill", run_distill, DistillArtifact, ("data", "teacher", "select", "tune"), _TRAINING, all_ranks=True),
     Stage("export", run_export, ExportArtifact, ("data", "teacher", "distill"), ("export",)),
-    Stage("quantize", run_quantize, QuantizeArtifact, ("data", "export"), ("quantize", "bundle")),
+    Stage("quantize", run_quantize, QuantizeArtifact, ("data", "teacher", "distill", "export"),  # qat: both models
+          ("quantize", "bundle")),
     Stage("benchmark", run_benchmark, BenchmarkArtifact, ("data", "teacher", "distill", "export", "quantize"),
           ("bench",)),
     Stage("report", run_report, ReportArtifact, ("data", "teacher", "distill", "export", "quantize", "benchmark"),

@@ -3,7 +3,10 @@
 * ``static`` — accuracy-aware static INT8 (QDQ, per-channel): calibrated on training images, judged on the
   *validation* split, sensitive nodes kept in float until it is within ``bundle.tolerance`` (or no INT8);
 * ``dynamic`` — dynamic INT8 (weights offline, activations at run time);
-* ``fp16`` — FP16 weights and compute, FP32 inputs/outputs.
+* ``fp16`` — FP16 weights and compute, FP32 inputs/outputs;
+* ``qat`` — quantization-aware distillation (:mod:`edgekd.stages.qat`): when post-training INT8 misses the
+  tolerance, the student is fine-tuned with fake INT8 and the teacher's soft targets, then exported as explicit
+  symmetric Q/DQ (ONNX Runtime and TensorRT).
 
 Each candidate's validation top-1 is measured here; the report stage ships the fastest within tolerance. A
 mode that fails is recorded (with its reason) and the others go on.
@@ -23,7 +26,8 @@ log = logging.getLogger(__name__)
 
 #: quantize.modes → ``fn(ctx, fp32: OnnxModel, data) -> (OnnxModel | None, attempt dict, lines)``
 QUANTIZERS: Registry = Registry("quantize.modes")
-NAMES = {"static": "student-onnx-int8", "dynamic": "student-onnx-int8-dynamic", "fp16": "student-onnx-fp16"}
+NAMES = {"static": "student-onnx-int8", "dynamic": "student-onnx-int8-dynamic", "fp16": "student-onnx-fp16",
+         "qat": "student-onnx-int8-qat"}
 
 
 def _file(ctx, mode: str):
@@ -81,6 +85,9 @@ def _fp16(ctx, fp32: OnnxModel, data) -> tuple:
     top1 = _val_top1(out, data[1])
     return _model(ctx, NAMES["fp16"], "fp16", "fp16", out, fp32, {"val_top1": top1}), res.to_dict(), \
         [f"FP16 (FP32 inputs/outputs): validation top-1 {top1:.2%}"]
+
+
+QUANTIZERS.register_lazy("qat", "edgekd.stages.qat:run_qat")  # QAT-KD: fine-tunes the student (needs torch)
 
 
 def run_quantize(ctx) -> QuantizeArtifact:

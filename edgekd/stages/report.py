@@ -10,6 +10,12 @@ rule lives; ``edgekd report`` applies it per device.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
 from edgekd import __version__
 from edgekd.artifacts import DataArtifact, OnnxModel, ReportArtifact
 from edgekd.benchmarks.harness import faster
@@ -109,6 +115,23 @@ def bundle_manifest(data: DataArtifact, row: ResultRow, model_path, device: Devi
                           artifact=row.name, role=row.role, variant=row.variant, metrics=metrics, producer=producer)
 
 
+@contextlib.contextmanager
+def bundle_model(raw_pixels, data: DataArtifact, path, precision: str) -> Iterator[tuple[Path, DataArtifact]]:
+    """The model file a bundle holds and the data (contract) it records: the artifact as it is, or with
+    ``export.raw_pixels`` the artifact behind a uint8-pixel prefix (:mod:`edgekd.deploy.raw_pixels`), checked against
+    the same preprocessing done outside before it may ship."""
+    if not raw_pixels.enabled:
+        yield Path(path), data
+        return
+    from edgekd.deploy.raw_pixels import add_raw_pixel_input, check_raw_pixel_parity
+
+    with tempfile.TemporaryDirectory(prefix="edgekd-raw-pixels-") as tmp:
+        out = Path(tmp) / "model.onnx"
+        raw = add_raw_pixel_input(path, out, data.preprocessing, raw_pixels.layout)
+        check_raw_pixel_parity(path, out, raw, precision=precision)
+        yield out, dataclasses.replace(data, preprocessing=raw)
+
+
 def onnx_models(ctx) -> dict[str, OnnxModel]:
     return {m.name: m for stage in ("export", "quantize") for m in ctx.artifact(stage).models}
 
@@ -160,8 +183,8 @@ def run_report(ctx) -> ReportArtifact:
     if choice.chosen:
         row = next(r for r in bench.rows if r.name == choice.chosen)
         path = ctx.run.path(onnx_models(ctx)[choice.chosen].file.path)
-        write_bundle(ctx.run.bundle, path, bundle_manifest(ctx.artifact("data"), row, path, bench.device,
-                                                           ctx.recipe.name))
+        with bundle_model(ctx.recipe.export.raw_pixels, ctx.artifact("data"), path, row.precision) as (model, data):
+            write_bundle(ctx.run.bundle, model, bundle_manifest(data, row, model, bench.device, ctx.recipe.name))
     doc = results_document(ctx, choice)
     write_json(ctx.run.results, to_json(doc))
     files = write_run_report(doc, ctx.run.root)

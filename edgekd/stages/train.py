@@ -217,19 +217,21 @@ def cache_views(recipe, epochs: int | None = None) -> int:
     return recipe.distill.cache_views or epochs or recipe.train.epochs
 
 
-def teacher_source(ctx, method: str | None = None, epochs: int | None = None):
+def teacher_source(ctx, method: str | None = None, epochs: int | None = None, main_only: bool = False):
     """The teacher outputs a distillation of ``epochs`` epochs (default the recipe's) with ``method`` (default
-    the recipe's) learns from, and the augmentation its student trains with: ``(source, views)``."""
+    the recipe's) learns from, and the augmentation its student trains with: ``(source, views)``. With
+    ``main_only`` the main teacher alone (not ``teacher.extra``)."""
     from edgekd.distill import LOSSES
     from edgekd.distill.cache import make_teacher_source
 
     r, s = ctx.recipe, ctx.splits
     loss_cls = LOSSES.get(method or r.distill.method)
     views = epoch_views(ctx, cache_views(r, epochs))
-    key = hashlib.sha256(f"{_teacher_key(ctx)}|{r.digest('teacher')}|{views and views.augmentation}|"
+    teachers = [ctx.model("teacher")] + ([] if main_only else ctx.models.get("extra_teachers", []))
+    key = hashlib.sha256(f"{_teacher_key(ctx)}|{r.digest('teacher')}|{len(teachers)}|{views and views.augmentation}|"
                          f"{views and views.views}".encode()).hexdigest()[:16]
     source = make_teacher_source(
-        [ctx.model("teacher")] + ctx.models.get("extra_teachers", []), s.train_eval, cache=r.distill.cache,
+        teachers, s.train_eval, cache=r.distill.cache,
         augmented=s.augmented, needs_features=getattr(loss_cls, "uses_features", False),
         batch_size=r.data.eval_batch_size, device=ctx.device, workers=r.data.workers,
         disk_path=ctx.run.cache / f"teacher_logits-{key}.npy", num_classes=s.num_classes, views=views,
