@@ -431,6 +431,11 @@ MODES.register("dynamic", lambda src, dst, calib, **kw: quantize_dynamic(src, ds
 MODES.register("fp16", lambda src, dst, calib, **kw: convert_fp16(src, dst, sample=head(calib), **kw))
 
 
+def samples(data: Feed) -> int:
+    """How many samples an array or a feed holds."""
+    return len(next(iter(data.values()))) if isinstance(data, dict) else len(data)
+
+
 def head(data: Feed | None, n: int = 2) -> Feed | None:
     """The first ``n`` samples of an array or a feed (a smoke-test input)."""
     if data is None:

@@ -42,6 +42,11 @@ def run_qat(ctx, fp32, data) -> tuple:
         raise QuantizationFailed("qat cannot train under torchrun (the quantize stage runs on rank 0 only)", "setup",
                                  hint="run `edgekd run --stages quantize,benchmark,report --out RUN` without torchrun")
     calib, val = data
+    if isinstance(calib, dict):
+        if len(calib) != 1:
+            raise QuantizationFailed(f"qat fine-tunes single-input (image) models; this one takes {list(calib)}",
+                                     "setup", hint="drop qat from quantize.modes")
+        calib = next(iter(calib.values()))
     preset = resolve_preset(q.preset)
     weight_qmax = 63 if preset.reduce_range else 127
     float_top1 = _val_top1(ctx.run.path(fp32.file.path), val)

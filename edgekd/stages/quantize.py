@@ -19,7 +19,7 @@ import logging
 from edgekd.artifacts import ModelFile, OnnxModel, QuantizeArtifact
 from edgekd.deploy.errors import VerificationError
 from edgekd.deploy.fileio import sha256_file
-from edgekd.deploy.quantize import head
+from edgekd.deploy.quantize import head, samples
 from edgekd.deploy.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def _static(ctx, fp32: OnnxModel, data) -> tuple:
     if res.decision != "int8":
         return None, attempt, res.lines
     details = {"val_top1": res.final_top1, "float_val_top1": res.float_top1, "excluded_nodes": res.excluded_nodes,
-               "preset": res.quantize.preset, "calibration": q.calibration, "calib_samples": len(calib)}
+               "preset": res.quantize.preset, "calibration": q.calibration, "calib_samples": samples(calib)}
     return _model(ctx, NAMES["static"], "int8", "static", out, fp32, details), attempt, res.lines
 
 
