@@ -392,12 +392,31 @@ def convert_fp16(fp32_path: str | os.PathLike, out_path: str | os.PathLike, *, k
         with _step("convert_fp16", "FP16 conversion"):
             model = f16.convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=keep_io_types,
                                                  op_block_list=list(op_block_list) if op_block_list else None)
+            topological_sort(model.graph)  # the converter appends its input Casts after their consumers
             onnx.save_model(model, str(dst), save_as_external_data=False)
         _finish(dst, {"mode": "fp16", "keep_io_types": keep_io_types}, sample, None)
 
     path = atomic_write_via(out_path, write)
     return QuantizeResult(str(path), "fp16", "float16", "fp16", None, None, {"keep_io_types": keep_io_types},
                           cpu_isa())
+
+
+def topological_sort(graph) -> None:
+    """Reorder ``graph.node`` in place so every node follows the producers of its inputs (stable: nodes already
+    in order keep it). ONNX requires this order (``onnx.checker``); ORT tolerates its absence, other tools do not."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:  # a cycle, or an input produced nowhere: leave the rest as it is for the checker to name
+            ordered += pending
+            break
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+        ordered += ready
+        available.update(o for n in ready for o in n.output)
+    del graph.node[:]
+    graph.node.extend(ordered)
 
 
 def _finish(path: Path, info: dict, sample: Feed | None, input_name: str | None) -> None:

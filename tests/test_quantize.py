@@ -149,6 +149,7 @@ def test_fp16_keeps_fp32_io(student, tmp_path):
     assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
     assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
     assert any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)
+    onnx.checker.check_model(model, full_check=True)  # nodes in topological order (the converter's Casts are not)
     session, _ = create_session(res.path, "cpu")
     ref, _ = create_session(student["path"], "cpu")
     x = student["val_x"][:64]

@@ -102,7 +102,8 @@ def _export(ctx, fp32, model, example, val, attempt: dict, lines: list[str], fit
                            preprocessing=ctx.splits.preprocessing, labels=ctx.splits.labels, role="student")
     meta["edgekd.quantization"] = json.dumps({"mode": "qat", **attempt["scheme"]}, sort_keys=True)
     out = _file(ctx, "qat")
-    done = export_qat(model, example, out, val[0][:PARITY_SAMPLES], opset=r.export.opset, metadata=meta,
+    val_images = next(iter(val[0].values()))  # the one image input (checked in run_qat)
+    done = export_qat(model, example, out, val_images[:PARITY_SAMPLES], opset=r.export.opset, metadata=meta,
                       min_agreement=q.qat_min_agreement)
     top1 = _val_top1(out, val)
     history = [{k: round(v, 5) if isinstance(v, float) else v for k, v in h.items()} for h in fit.history]
