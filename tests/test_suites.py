@@ -218,4 +218,5 @@ def test_fashion_mnist_suite_on_a_laid_out_folder(capsys, tmp_path, torch_one_th
     assert "| 0 |" in out and "| 1 |" in out, "one row per seed"
     assert "| auto | cache-memory (random crop with 2-pixel padding, horizontal flip; 2 view(s) replayed) |" in out
     assert "| off | online (random crop with 2-pixel padding, horizontal flip; a fresh view each epoch) |" in out
+    assert "Augmentation itself: " in out and "without" in out, "the augmented student is compared with the recipe's"
     assert not (tmp_path / "RESULTS.md").exists()

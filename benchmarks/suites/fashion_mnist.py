@@ -108,6 +108,13 @@ def markdown(main: dict, compare: list[dict], args) -> str:
         lines += ["", "With one view per epoch the cache holds exactly the logits the online teacher computes on "
                       "the images the student is shown (tested in `tests/test_trainer.py`), computed once for all "
                       "seeds: the accuracies match up to floating-point summation order, the time does not."]
+        aug = np.array(compare[0]["top1"])
+        lines += ["", f"Augmentation itself: the same student with the same teacher and knobs scored {ms(aug)} with it "
+                      f"({len(aug)} seed(s), cached views) and {ms(st)} without it (the first table, "
+                      f"{len(st)} seeds) — which is why the recipe leaves `data.augment` off at {r.train.epochs} "
+                      "epochs." if aug.mean() < st.mean() else
+                  f"Augmentation itself: {ms(aug)} with it ({len(aug)} seed(s), cached views) vs {ms(st)} without "
+                  f"(the first table, {len(st)} seeds): worth turning on for this recipe."]
     return "\n".join(lines)
 
 
