@@ -141,6 +141,9 @@ class TextPreprocessing:
         texts = check_texts(texts)
         encodings = _encode_batch(tokenizer, texts, self.max_length)
         lengths = [len(e.ids) for e in encodings]
+        if max(lengths) > self.max_length:  # the tokenizer cannot truncate below its special tokens
+            raise UsageError(f"max_length {self.max_length} is too short for this tokenizer (it keeps "
+                             f"{max(lengths)} tokens)", hint="use a max_length above the special tokens' count")
         width = self.max_length if (padding or self.padding) == "max_length" else max(1, max(lengths))
         ids = np.full((len(texts), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(texts), width), dtype=np.int64)
