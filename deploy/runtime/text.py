@@ -182,12 +182,12 @@ class TextPreprocessing:
         """``n`` texts that tokenize to at least ``min(tokens, max_length)`` tokens (truncation clips them)."""
         words = " ".join(SAMPLE_TEXTS).split()
         target = min(tokens, self.max_length)
-        count = max(1, target)
-        while True:
+        text = ""
+        for count in range(1, 8 * target + 8):  # a word gives one token or more: stop at the first long enough
             text = " ".join(words[i % len(words)] for i in range(count))
-            if len(_encode_batch(tokenizer, [text], None)[0].ids) >= target or count > 64 * target:
-                return [text] * n
-            count *= 2
+            if len(_encode_batch(tokenizer, [text], None)[0].ids) >= target:
+                break
+        return [text] * n
 
 
 def check_texts(raw) -> list[str]:
