@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -331,3 +332,39 @@ def test_missing_or_tampered_tokenizer(text_run, tmp_path):
     (tmp_path / "tokenizer.json").write_text("{ not json")
     with pytest.raises(InputFileError, match="cannot read tokenizer"):
         text_run["pre"].feed(["hello"], ["input_ids", "attention_mask"], tmp_path)
+
+
+EXAMPLE = ROOT / "deploy" / "examples" / "classify_text.py"
+
+
+def test_classify_text_example_matches_the_bundle_with_no_edgekd(text_run, tmp_path):
+    """deploy/examples/classify_text.py needs numpy, onnxruntime and tokenizers only: edgekd, torch,
+    transformers and onnx are all blocked; its labels and probabilities are load_bundle's."""
+    texts = ["runs small, order a size up", "terrible quality, the zipper broke", "café naïve 😐"]
+    env = blocked_env(tmp_path, "edgekd", "torch", "transformers", "onnx")
+    proc = subprocess.run([sys.executable, str(EXAMPLE), str(text_run["bundle"]), *texts, "--top", "2"],
+                          env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    with load_bundle(text_run["bundle"], threads=1) as predictor:
+        labels, probs = predictor.predict(texts)
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 3
+    for line, label, row, text in zip(lines, labels, probs, texts, strict=True):
+        first, p1, _, p2, shown = line.split("\t")
+        assert first == label and shown == text and abs(float(p1) - row.max()) < 1e-4
+        assert float(p2) <= float(p1)
+    piped = subprocess.run([sys.executable, str(EXAMPLE), str(text_run["bundle"]), "-"], input="\n".join(texts),
+                           env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert piped.returncode == 0 and [ln.split("\t")[0] for ln in piped.stdout.splitlines()] == labels
+
+
+def test_classify_text_example_refuses_a_tampered_bundle(text_run, tmp_path):
+    import shutil
+
+    copy = Path(shutil.copytree(text_run["bundle"], tmp_path / "bundle"))
+    with open(copy / "tokenizer.json", "a") as f:
+        f.write(" ")
+    proc = subprocess.run([sys.executable, str(EXAMPLE), str(copy), "hello"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1 and "checksum mismatch" in proc.stderr and "tokenizer.json" in proc.stderr
+    assert "Traceback" not in proc.stderr
