@@ -189,7 +189,8 @@ def make_row(runner: Runner, latency: Latency | str | dict, *, name: str, batch:
         latency, power = latency["latency"], latency["power"]
     advice = noise_advice(latency)
     if advice:
-        log.warning("%s batch %d: %s", name, batch, advice)
+        seq = fields.get("seq_len")
+        log.warning("%s batch %d%s: %s", name, batch, f", {seq} tokens" if seq else "", advice)
     return ResultRow(**common, latency=latency, throughput_sps=batch / (latency.mean / 1e3), power=power)
 
 

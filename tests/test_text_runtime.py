@@ -368,3 +368,29 @@ def test_classify_text_example_refuses_a_tampered_bundle(text_run, tmp_path):
                           timeout=60)
     assert proc.returncode == 1 and "checksum mismatch" in proc.stderr and "tokenizer.json" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_text_contract_is_parsed_strictly():
+    from edgekd.deploy.runtime.preprocess import parse_preprocessing
+    from edgekd.deploy.typed import DocumentError
+
+    pre = parse_preprocessing({"kind": "text", "max_length": 64})
+    assert pre == TextPreprocessing(64) and pre.axis_sizes() == {"sequence": 64}
+    with pytest.raises(DocumentError, match="did you mean 'max_length'"):
+        parse_preprocessing({"kind": "text", "max_len": 64})
+    with pytest.raises(DocumentError, match="a file name inside the bundle"):
+        parse_preprocessing({"kind": "text", "max_length": 8, "tokenizer": "../../etc/tok.json"})
+
+
+
+def test_model_json_names_the_text_contract_problem(text_run, tmp_path):
+    """model.json's preprocessing is ImagePreprocessing | TextPreprocessing, picked by `kind`: a mistake in a
+    text contract is reported as such, not as 'fits none of'."""
+    from edgekd.deploy.runtime.bundle import read_manifest
+    from edgekd.deploy.typed import DocumentError
+
+    data = json.loads((text_run["bundle"] / "model.json").read_text())
+    data["preprocessing"]["maxlen"] = data["preprocessing"].pop("max_length")
+    (tmp_path / "model.json").write_text(json.dumps(data))
+    with pytest.raises(DocumentError, match=r"unknown key 'preprocessing.maxlen' \(did you mean"):
+        read_manifest(tmp_path)

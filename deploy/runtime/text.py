@@ -126,6 +126,8 @@ class TextPreprocessing:
                 raise InputFileError(f"cannot read tokenizer {path}: {first[:200]}",
                                      hint="it must be a Hugging Face tokenizers JSON file (tokenizer.save(...)); "
                                           "copy the bundle again or re-create it with `edgekd bundle`") from None
+            tok.no_padding()  # configured once for this contract: encode() then changes nothing per call
+            tok.enable_truncation(self.max_length, stride=0, strategy="longest_first", direction="right")
             _CACHE.clear()  # one tokenizer per process is the common case; never let the cache grow
             _CACHE[key] = tok
         return _CACHE[key]
