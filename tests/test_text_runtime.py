@@ -394,3 +394,28 @@ def test_model_json_names_the_text_contract_problem(text_run, tmp_path):
     (tmp_path / "model.json").write_text(json.dumps(data))
     with pytest.raises(DocumentError, match=r"unknown key 'preprocessing.maxlen' \(did you mean"):
         read_manifest(tmp_path)
+
+
+def test_verify_refuses_a_fixed_sequence_axis_with_longest_padding(text_run, tmp_path):
+    """A text model exported with a fixed sequence length cannot take batches padded to their longest text:
+    `edgekd verify` says so (and `padding: max_length` at that length is accepted)."""
+    import dataclasses
+
+    import torch
+
+    from edgekd.deploy.bundle import manifest_for, verify_bundle, write_bundle
+    from edgekd.deploy.errors import VerificationError
+    from edgekd.deploy.export import export_onnx
+
+    pre = text_run["pre"]
+    feed = pre.encode(text_run["texts"][:2], text_run["tok"], padding="max_length")
+    example = tuple(torch.from_numpy(feed[n]) for n in pre.input_names)
+    fixed = export_onnx(text_run["model"], example, tmp_path / "fixed.onnx", input_names=list(pre.input_names),
+                        exporter="torchscript", fallback=None).path
+    tokenizer = {"tokenizer.json": text_run["folder"] / "tokenizer.json"}
+    bad = write_bundle(tmp_path / "bad", fixed, manifest_for(fixed, pre, LABELS), extra_files=tokenizer)
+    with pytest.raises(VerificationError, match="fixed sequence length 48"):
+        verify_bundle(bad)
+    padded = dataclasses.replace(pre, padding="max_length")
+    good = write_bundle(tmp_path / "good", fixed, manifest_for(fixed, padded, LABELS), extra_files=tokenizer)
+    assert any("inference" in line for line in verify_bundle(good))
