@@ -419,3 +419,20 @@ def test_verify_refuses_a_fixed_sequence_axis_with_longest_padding(text_run, tmp
     padded = dataclasses.replace(pre, padding="max_length")
     good = write_bundle(tmp_path / "good", fixed, manifest_for(fixed, padded, LABELS), extra_files=tokenizer)
     assert any("inference" in line for line in verify_bundle(good))
+
+
+def test_quantize_cli_calibrates_a_text_model_from_named_arrays(text_run, tmp_path):
+    """`edgekd quantize --calib CALIB.npz` with input_ids/attention_mask arrays (int64) → static INT8."""
+    feed = text_run["pre"].encode(text_run["texts"], text_run["tok"], padding="max_length")
+    np.savez(tmp_path / "calib.npz", **feed)
+    out = tmp_path / "static.onnx"
+    proc = run_cli("quantize", str(text_run["onnx"]), "--calib", str(tmp_path / "calib.npz"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "static INT8 (QDQ" in proc.stdout and out.is_file()
+    with load_bundle(text_run["bundle"], threads=1) as predictor:  # the float bundle, for the reference
+        ref = predictor.logits(feed)
+    from edgekd.deploy.runtime.ort import OnnxrtRunner
+
+    with OnnxrtRunner(out, threads=1) as runner:
+        got = runner.infer(feed)["logits"]
+    assert float((got.argmax(1) == ref.argmax(1)).mean()) >= 0.9
