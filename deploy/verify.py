@@ -119,6 +119,20 @@ def check_parity(reference_fn, onnx_path: str | os.PathLike, inputs: Feed, *, pr
     return report
 
 
+def sequence_feeds(feed: dict[str, np.ndarray], lengths=(5, 16, 64)) -> list[dict[str, np.ndarray]]:
+    """Token feeds ``(N, L)`` cut to each of ``lengths`` (right padding: the first columns are the real tokens)
+    plus the full width — the several sequence lengths :func:`check_parity_feeds` checks a text model at.
+
+    Example:
+        >>> feed = {"input_ids": np.ones((4, 128), np.int64), "attention_mask": np.ones((4, 128), np.int64)}
+        >>> [f["input_ids"].shape[1] for f in sequence_feeds(feed)]
+        [5, 16, 64, 128]
+    """
+    width = next(iter(feed.values())).shape[1]
+    keep = sorted({min(int(n), width) for n in lengths} | {width})
+    return [{k: np.ascontiguousarray(v[:, :n]) for k, v in feed.items()} for n in keep]
+
+
 def check_parity_feeds(reference_fn, onnx_path: str | os.PathLike, feeds: list[dict[str, np.ndarray]], *,
                        precision: str = "fp32", batch_sizes=(1, 3, 8), atol: float | None = None,
                        min_agreement: float | None = None, providers=None, label: str | None = None,

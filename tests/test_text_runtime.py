@@ -147,7 +147,7 @@ def torch_logits(model, feed: dict) -> np.ndarray:
 def test_export_parity_over_lengths_and_batches(text_run):
     """(d) The export gate ran on real token feeds of several lengths at batch 1, 3 and 8 — and a fresh check
     against PyTorch agrees at lengths and batches it did not see."""
-    from edgekd.deploy.verify import check_parity_feeds
+    from edgekd.deploy.verify import check_parity_feeds, sequence_feeds
 
     outcome = text_run["outcome"]
     assert outcome.parity.passed and outcome.parity.max_abs_diff <= 1e-4
@@ -157,6 +157,10 @@ def test_export_parity_over_lengths_and_batches(text_run):
     feeds = text_feeds(pre, tok, lengths=(3, 7, 24))
     report = check_parity_feeds(lambda f: torch_logits(model, f), text_run["onnx"], feeds, batch_sizes=(1, 3, 8))
     assert report.samples == 24 and report.max_abs_diff <= 1e-4 and report.top1_agreement == 1.0
+    cut = sequence_feeds(pre.encode(text_run["texts"][:6], tok, padding="max_length"), lengths=(2, 9, 500))
+    assert [f["input_ids"].shape for f in cut] == [(6, 2), (6, 9), (6, MAX_LENGTH)]
+    report = check_parity_feeds(lambda f: torch_logits(model, f), text_run["onnx"], cut, batch_sizes=(1, 3))
+    assert report.passed and len(report.lines) == 3
 
 
 def test_bundle_carries_the_tokenizer_and_names_it(text_run):
