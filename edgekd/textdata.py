@@ -113,21 +113,40 @@ def _columns(path: Path, table, text_column: str, label_column: str) -> tuple[li
 
 # ---------------------------------------------------------------------------------------------- tokenizers
 def train_tokenizer(texts: list[str], vocab_size: int = 8000, min_frequency: int = 2):
-    """A WordPiece tokenizer (BERT-style: lowercase, accents stripped, ``[CLS] text [SEP]``) trained on
-    ``texts``; deterministic for the same texts and settings."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """A WordPiece tokenizer (BERT-style: lowercase, accents stripped, ``[CLS] text [SEP]``) learned from
+    ``texts``; the same texts and settings always give the same file.
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=True,
-                                                lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=list(SPECIALS), show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls),
-                                                                                              ("[SEP]", sep)])
+    The vocabulary: the special tokens, every character seen (word-initial and ``##`` continuation, so no seen
+    character is unknown), then the word prefixes and ``##`` suffixes that cover the most characters of the
+    texts (occurrences × length, at least ``min_frequency`` occurrences; ties by the piece itself) up to
+    ``vocab_size``. (``tokenizers``' own WordPiece trainer breaks ties in hash-map order: two trainings on the
+    same texts can differ, so it is not used.)
+    """
+    import collections
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=True,
+                                            lowercase=True)
+    pre = pre_tokenizers.BertPreTokenizer()
+    words = collections.Counter(w for text in texts for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars, pieces = set(), collections.Counter()
+    for word, count in words.items():
+        chars.update(word[:1])
+        chars.update("##" + c for c in word[1:])
+        for i in range(2, len(word) + 1):
+            pieces[word[:i]] += count
+        for j in range(1, len(word) - 1):
+            pieces["##" + word[j:]] += count
+    vocab = list(SPECIALS) + sorted(chars)
+    ranked = sorted((p for p, n in pieces.items() if n >= min_frequency and p not in chars),
+                    key=lambda p: (-pieces[p] * len(p.removeprefix("##")), p))
+    vocab += ranked[:max(0, vocab_size - len(vocab))]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]",
+                                     max_input_chars_per_word=100))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre, decoders.WordPiece()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
     return tok
 
 
