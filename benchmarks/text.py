@@ -58,6 +58,25 @@ def text_timings(pre, tokenizer, texts: list[str], length: int, runner, timing) 
             "end_to_end": measure(lambda: runner.infer(at_length.encode(texts, tokenizer)), **kwargs)}
 
 
+def time_text_rows(runners: dict, base: dict[str, dict], pre, tokenizer=None, *, batches: Sequence[int] = (1,),
+                   seq_lens: Sequence[int] | None = None, timing=None) -> list[ResultRow]:
+    """Rows for entered runners that share one text contract (the pipeline's candidates: PyTorch and ONNX
+    alike): at each batch and sequence length the runners are timed interleaved on the same real token feed
+    (texts of that many tokens from ``tokenizer``; synthetic ids without one), and with a tokenizer each row
+    also gets ``tokenize`` and ``end_to_end``. ``base[name]`` holds the other :func:`make_row` fields.
+
+    Example:
+        >>> rows = time_text_rows({"student-onnx": runner}, {"student-onnx": {"fmt": "onnx", "precision": "fp32"}},
+        ...                       pre, tok, batches=(1, 32), seq_lens=(16, 64, 128))  # doctest: +SKIP
+    """
+    from edgekd.benchmarks.bench import Timing
+
+    names = list(runners)
+    lengths = dict.fromkeys(names, seq_lengths(pre.max_length, seq_lens))
+    return _rows(runners, base, dict.fromkeys(names, pre), dict.fromkeys(names, tokenizer), lengths, batches,
+                 timing or Timing())
+
+
 def bench_text_models(targets, names: list[str], *, batches: Sequence[int], seq_lens: Sequence[int] | None,
                       runtime, providers, threads, timing, role, graph_optimization) -> list[ResultRow]:
     """:func:`edgekd.benchmarks.bench.bench_models` for text models: one row per model, batch and length."""
@@ -66,10 +85,10 @@ def bench_text_models(targets, names: list[str], *, batches: Sequence[int], seq_
     if not all(is_text(t) for t in targets):
         raise UsageError("text and image models cannot be benchmarked together",
                          hint="run `edgekd bench` once for the text models and once for the others")
-    runners, base, tokenizers, lengths = {}, {}, {}, {}
+    runners, base, pres, tokenizers, lengths = {}, {}, {}, {}, {}
     try:
         for name, target in zip(names, targets, strict=True):
-            pre = target.preprocessing
+            pres[name] = pre = target.preprocessing
             tokenizers[name] = pre.load_tokenizer(target.path) if target.kind == "bundle" else None
             lengths[name] = seq_lengths(pre.max_length, seq_lens)
             runner = open_runner(target, runtime, providers, threads, graph_optimization)
@@ -80,29 +99,26 @@ def bench_text_models(targets, names: list[str], *, batches: Sequence[int], seq_
                               role=role or target.role, path=str(target.path), size_bytes=target.size_bytes,
                               params=target.params, cold_start=cold, rss_model_bytes=rss_model,
                               extra={"signature": target.signature} if target.signature else {})
-        rows = []
-        for batch in batches:
-            for length in sorted(set().union(*lengths.values())):
-                rows += _rows_at(targets, names, runners, base, tokenizers, lengths, batch, length, timing)
-        return rows
+        return _rows(runners, base, pres, tokenizers, lengths, batches, timing)
     finally:
         for runner in runners.values():
             runner.__exit__(None, None, None)
 
 
-def _rows_at(targets, names, runners, base, tokenizers, lengths, batch: int, length: int, timing
-             ) -> list[ResultRow]:
+def _rows(runners, base, pres, tokenizers, lengths, batches, timing) -> list[ResultRow]:
+    """Every batch × length: the runners that take that length, interleaved, then their text timings."""
     from edgekd.benchmarks.bench import make_row, time_candidates
 
-    by_name = dict(zip(names, targets, strict=True))
-    group = {n: r for n, r in runners.items() if length in lengths[n]}
-    made = {n: token_feed(by_name[n].preprocessing, tokenizers[n], length, batch) for n in group}
-    stats = time_candidates(group, batch, timing, {n: feed for n, (feed, _) in made.items()}, None)
     rows = []
-    for name, runner in group.items():
-        texts = made[name][1]
-        text = {} if texts is None or isinstance(stats[name], str) else text_timings(
-            by_name[name].preprocessing, tokenizers[name], texts, length, runner, timing)
-        rows.append(make_row(runner, stats[name], name=name, batch=batch, seq_len=length, **base[name], **text,
-                             peak_rss_bytes=peak_rss_bytes()))
+    for batch in batches:
+        for length in sorted(set().union(*lengths.values())):
+            group = {n: r for n, r in runners.items() if length in lengths[n]}
+            made = {n: token_feed(pres[n], tokenizers[n], length, batch) for n in group}
+            stats = time_candidates(group, batch, timing, {n: feed for n, (feed, _) in made.items()}, None)
+            for name, runner in group.items():
+                texts = made[name][1]
+                text = {} if texts is None or isinstance(stats[name], str) else text_timings(
+                    pres[name], tokenizers[name], texts, length, runner, timing)
+                rows.append(make_row(runner, stats[name], name=name, batch=batch, seq_len=length, **base[name],
+                                     **text, peak_rss_bytes=peak_rss_bytes()))
     return rows

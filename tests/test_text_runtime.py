@@ -440,3 +440,26 @@ def test_quantize_cli_calibrates_a_text_model_from_named_arrays(text_run, tmp_pa
     with OnnxrtRunner(out, threads=1) as runner:
         got = runner.infer(feed)["logits"]
     assert float((got.argmax(1) == ref.argmax(1)).mean()) >= 0.9
+
+
+def test_time_text_rows_times_pytorch_and_onnx_runners_alike(text_run):
+    """The pipeline's entry: entered runners sharing one contract (a TorchRunner and an ONNX Runtime runner)
+    timed per batch and length on real token feeds, with the tokenizer timed too."""
+    from edgekd.benchmarks.bench import Timing
+    from edgekd.benchmarks.text import time_text_rows
+    from edgekd.deploy.runtime.ort import OnnxrtRunner
+    from edgekd.deploy.runtime.runner import TensorSpec
+    from edgekd.deploy.torch_runner import TorchRunner
+
+    pre = text_run["pre"]
+    specs = [TensorSpec(n, "int64", ("batch", "sequence")) for n in pre.input_names]
+    with TorchRunner(text_run["model"], specs, threads=1) as torch_runner, \
+            OnnxrtRunner(text_run["onnx"], threads=1) as ort_runner:
+        runners = {"student-pytorch": torch_runner, "student-onnx": ort_runner}
+        base = {"student-pytorch": {"fmt": "pytorch", "precision": "fp32"},
+                "student-onnx": {"fmt": "onnx", "precision": "fp32"}}
+        rows = time_text_rows(runners, base, pre, text_run["tok"], batches=(1, 3), seq_lens=(10, 30),
+                              timing=Timing(0, 1, 3, 0, 1))
+    assert sorted((r.name, r.batch, r.seq_len) for r in rows) == sorted(
+        (n, b, s) for n in runners for b in (1, 3) for s in (10, 30))
+    assert all(r.error is None and r.tokenize.p50 > 0 and r.end_to_end.runs >= 3 for r in rows)

@@ -196,7 +196,7 @@ def check_texts(raw) -> list[str]:
     """A list (or one string, or a numpy string array) of texts as ``list[str]``; anything else refused."""
     if isinstance(raw, str):
         raw = [raw]
-    elif isinstance(raw, np.ndarray) and raw.dtype.kind == "U":
+    elif isinstance(raw, np.ndarray) and raw.dtype.kind in "UO":
         raw = raw.reshape(-1).tolist()
     if not isinstance(raw, list | tuple):
         raise UsageError(f"texts must be a list of strings, got {type(raw).__name__}",
