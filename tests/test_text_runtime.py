@@ -463,3 +463,9 @@ def test_time_text_rows_times_pytorch_and_onnx_runners_alike(text_run):
     assert sorted((r.name, r.batch, r.seq_len) for r in rows) == sorted(
         (n, b, s) for n in runners for b in (1, 3) for s in (10, 30))
     assert all(r.error is None and r.tokenize.p50 > 0 and r.end_to_end.runs >= 3 for r in rows)
+
+
+def test_without_tokenizers_the_error_names_the_extra(text_run, tmp_path):
+    proc = run_cli("verify", str(text_run["bundle"]), env=blocked_env(tmp_path, "tokenizers"))
+    assert proc.returncode == 7 and "Traceback" not in proc.stderr
+    assert "pip install 'edgekd[text]'" in proc.stderr and "tokenizers" in proc.stderr.splitlines()[0]
