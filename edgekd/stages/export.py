@@ -44,12 +44,14 @@ def export_model(model, splits, weights: Path, out: Path, *, role: str, cfg, sim
 
 
 def text_feeds(feed: dict, max_length: int) -> list[dict]:
-    """Token feeds of real test texts at several sequence lengths: cut to 8 and 32 tokens, padded only to the
-    longest text among them (what the device feeds), and at ``max_length``."""
-    mask = next(v for k, v in feed.items() if k != "input_ids") if len(feed) > 1 else None
+    """Token feeds of real test texts at several sequence lengths (:func:`edgekd.deploy.verify.sequence_feeds`):
+    cut to 8 and 32 tokens, padded only to the longest text among them (what the device feeds), and at the
+    full ``max_length``."""
+    from edgekd.deploy.verify import sequence_feeds
+
+    mask = feed.get("attention_mask")
     longest = int(mask.sum(1).max()) if mask is not None else max_length
-    lengths = sorted({min(n, max_length) for n in (8, 32, longest, max_length)})
-    return [{name: arr[:, :n] for name, arr in feed.items()} for n in lengths]
+    return sequence_feeds(feed, (8, 32, longest))
 
 
 def run_export(ctx) -> ExportArtifact:
