@@ -90,9 +90,10 @@ def load_target(path: str | os.PathLike) -> Target:
         return Target(path, path, "engine", path.stem, side.get("role"), side.get("precision", "unknown"),
                       path.stat().st_size, side.get("params"))
     info = check_model(path)
+    pre = from_metadata(info.metadata, path)
     return Target(path, path, "onnx", path.stem, info.metadata.get("role"),
                   info.metadata.get("edgekd.precision") or info.precision, path.stat().st_size, info.params,
-                  from_metadata(info.metadata, path), signature=structural_signature(info))
+                  pre, sizes=dict(getattr(pre, "axis_sizes", dict)()), signature=structural_signature(info))
 
 
 def _ort_runner(target: Target, providers, threads, graph_optimization):
@@ -188,7 +189,8 @@ def make_row(runner: Runner, latency: Latency | str | dict, *, name: str, batch:
         latency, power = latency["latency"], latency["power"]
     advice = noise_advice(latency)
     if advice:
-        log.warning("%s batch %d: %s", name, batch, advice)
+        seq = fields.get("seq_len")
+        log.warning("%s batch %d%s: %s", name, batch, f", {seq} tokens" if seq else "", advice)
     return ResultRow(**common, latency=latency, throughput_sps=batch / (latency.mean / 1e3), power=power)
 
 
@@ -196,7 +198,8 @@ def bench_models(paths: Sequence[str | os.PathLike], *, batches: Sequence[int] =
                  providers=None, threads: int | None = None, timing: Timing = Timing(),
                  data: str | os.PathLike | tuple | None = None, raw: bool | None = None,
                  names: Sequence[str] | None = None, role: str | None = None, graph_optimization: str = "all",
-                 power: bool = False, sizes: dict[str, int] | None = None) -> list[ResultRow]:
+                 power: bool = False, sizes: dict[str, int] | None = None,
+                 seq_lens: Sequence[int] | None = None) -> list[ResultRow]:
     """``edgekd bench``: every model at every batch size; several models are timed interleaved.
 
     Args:
@@ -211,9 +214,21 @@ def bench_models(paths: Sequence[str | os.PathLike], *, batches: Sequence[int] =
         names: row names (default: file or folder names); role: the role to record.
         power: sample power/temperature with tegrastats during each timed run (Jetson).
         sizes: sizes of dynamic input axes other than the batch (e.g. ``{"sequence": 64}``).
+        seq_lens: text models (:mod:`edgekd.benchmarks.text`): tokens per sequence, one row per model, batch
+            and length (default 16, 64, 128, each clipped to the model's ``max_length``); a text bundle's rows
+            also time tokenization and tokenize + run.
     """
     targets = [load_target(p) for p in paths]
     names = list(names) if names else _unique([t.name for t in targets])
+    if any(is_text(t) for t in targets):
+        from edgekd.benchmarks.text import bench_text_models
+
+        if data is not None:
+            raise UsageError("--data (top-1) is for image models; a text model is timed without it",
+                             hint="measure a text model's accuracy with `edgekd run` (its test split)")
+        return bench_text_models(targets, names, batches=batches, seq_lens=seq_lens, runtime=runtime,
+                                 providers=providers, threads=threads, timing=timing, role=role,
+                                 graph_optimization=graph_optimization)
     runners, base, feeds, dims = {}, {}, {}, {}
     try:
         for name, target in zip(names, targets, strict=True):
@@ -237,6 +252,10 @@ def bench_models(paths: Sequence[str | os.PathLike], *, batches: Sequence[int] =
     finally:
         for runner in runners.values():
             runner.__exit__(None, None, None)
+
+
+def is_text(target: Target) -> bool:
+    return getattr(target.preprocessing, "kind", None) == "text"
 
 
 def _unique(names: list[str]) -> list[str]:

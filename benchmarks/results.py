@@ -79,8 +79,12 @@ class ResultRow:
     top1: float | None = field(default=None, metadata={"doc": "accuracy on the test split (or --data)"})
     val_top1: float | None = field(default=None, metadata={"doc": "accuracy on the validation split"})
     samples: int | None = None
-    seq_len: int | None = None
+    seq_len: int | None = field(default=None, metadata={"doc": "text models: tokens per sequence in the timed batch"})
     latency: Latency | None = None
+    tokenize: Latency | None = field(default=None, metadata={
+        "doc": "text bundles: tokenizing the batch's strings with the bundle's tokenizer (ms per batch)"})
+    end_to_end: Latency | None = field(default=None, metadata={
+        "doc": "text bundles: strings in, logits out — tokenize then run (ms per batch)"})
     throughput_sps: float | None = None
     throughput_batch: int | None = None
     threads: int | None = None

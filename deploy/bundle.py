@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import errno
 import os
 import shutil
@@ -60,6 +61,7 @@ def write_bundle(out_dir: str | os.PathLike, model_path: str | os.PathLike, mani
     info = check_model(model_path)  # external data stays inside the model's folder: copy it along, same names
     extra = {t.external: model_path.parent / t.external for t in info.tensors if t.external}
     extra.update({name: Path(src) for name, src in (extra_files or {}).items()})
+    manifest = _with_tokenizer(manifest, extra)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     recover(out_dir)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".staging", dir=out_dir.parent))
@@ -80,6 +82,48 @@ def write_bundle(out_dir: str | os.PathLike, model_path: str | os.PathLike, mani
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def _with_tokenizer(manifest: BundleManifest, extra: dict[str, Path]) -> BundleManifest:
+    """A text bundle must carry its tokenizer (``extra_files={"tokenizer.json": path}``), a readable
+    ``tokenizers`` file; ``model.json`` then names it in ``files`` (so :func:`open_bundle` requires it)."""
+    name = getattr(manifest.preprocessing, "tokenizer", None)
+    if name is None:
+        return manifest
+    if name not in extra:
+        raise UsageError(f"a text bundle needs its tokenizer: pass extra_files={{{name!r}: path}}",
+                         hint="the tokenizer JSON the model was trained with (tokenizer.save(path))")
+    src = extra[name]
+    if not src.is_file():
+        raise InputFileError(f"tokenizer file not found: {src}", hint="pass the tokenizer JSON used in training")
+    from edgekd.deploy.runtime.text import tokenizers_module
+
+    try:
+        tokenizers_module().Tokenizer.from_file(str(src))
+    except Exception as exc:  # tokenizers raises a bare Exception for a bad file
+        raise InputFileError(f"{src} is not a tokenizers JSON file: {str(exc).splitlines()[0][:200]}",
+                             hint="save it with tokenizer.save(path) (Hugging Face tokenizers)") from None
+    return dataclasses.replace(manifest, files={**manifest.files, "tokenizer": name})
+
+
+def manifest_for(model_path: str | os.PathLike, preprocessing, labels, *, precision: str | None = None,
+                 task: str | None = None, **fields) -> BundleManifest:
+    """``model.json`` for the ONNX file at ``model_path``: inputs/outputs read from the file, the task from the
+    preprocessing kind (``image-classification`` / ``text-classification``); ``fields`` (``artifact``,
+    ``role``, ``metrics``, ``producer``…) go to :class:`BundleManifest` as they are.
+
+    Example:
+        >>> m = manifest_for("student.onnx", TextPreprocessing(max_length=128), ["neg", "pos"])  # doctest: +SKIP
+        >>> write_bundle("bundle", "student.onnx", m, extra_files={"tokenizer.json": "tokenizer.json"})  # doctest: +SKIP
+    """
+    from edgekd.deploy.runtime.runner import TensorSpec
+
+    info = check_model(model_path)
+    specs = tuple(TensorSpec(v.name, v.elem_type, v.dims) for v in info.graph_inputs)
+    outs = tuple(TensorSpec(v.name, v.elem_type, v.dims) for v in info.outputs)
+    task = task or f"{preprocessing.kind}-classification"
+    return BundleManifest(task, specs, outs, preprocessing, tuple(str(label) for label in labels),
+                          precision or info.precision, **fields)
 
 
 def _json(manifest: BundleManifest) -> str:
@@ -209,11 +253,33 @@ def check_manifest_against_graph(bundle: Bundle) -> str:
                 raise VerificationError(f"model.json {kind} '{spec.name}' is {spec.dtype} {list(spec.shape)}, the "
                                         f"model's is {value.elem_type} {list(value.dims)}",
                                         hint="re-create the bundle with `edgekd bundle`")
+    _check_text_inputs(m)
     classes = graph.outputs[0].dims[-1] if graph.outputs and graph.outputs[0].dims else None
     if isinstance(classes, int) and m.labels and classes != len(m.labels):
         raise VerificationError(f"model.json has {len(m.labels)} labels, the model outputs {classes} classes")
     return (f"manifest: inputs {[s.name for s in m.inputs]} and outputs {[s.name for s in m.outputs]} match the "
             f"graph; {len(m.labels)} labels; preprocessing {m.preprocessing.kind}")
+
+
+def _check_text_inputs(m: BundleManifest) -> None:
+    """A text model takes int64 ``(batch, sequence)`` inputs named by the contract; a fixed sequence axis must be
+    the contract's ``max_length`` with ``padding: max_length`` (a batch padded to its longest text would not fit)."""
+    pre = m.preprocessing
+    if getattr(pre, "kind", None) != "text":
+        return
+    hint = "re-export with int64 (batch, sequence) inputs, or re-create the bundle with `edgekd bundle`"
+    if [s.name for s in m.inputs] != list(pre.input_names):
+        raise VerificationError(f"the text preprocessing makes {list(pre.input_names)}, the model takes "
+                                f"{[s.name for s in m.inputs]}", hint=hint)
+    for spec in m.inputs:
+        if spec.dtype != "int64" or len(spec.shape) != 2:
+            raise VerificationError(f"text input '{spec.name}' is {spec.dtype} {list(spec.shape)}; the text "
+                                    "preprocessing feeds int64 (batch, sequence)", hint=hint)
+        seq = spec.shape[1]
+        if isinstance(seq, int) and (seq != pre.max_length or pre.padding != "max_length"):
+            raise VerificationError(f"text input '{spec.name}' has a fixed sequence length {seq}, but the "
+                                    f"preprocessing pads to {pre.padding} (max_length {pre.max_length})",
+                                    hint="export with a dynamic sequence axis")
 
 
 def _onnx_checker(bundle: Bundle) -> str:

@@ -54,7 +54,8 @@ class ExportOutcome:
 def export_onnx(model, example, out_path: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
                 input_names=("input",), output_names=("logits",), dynamic_axes: dict | None = None,
                 metadata: dict | None = None, exporter: str = "dynamo", fallback: str | None = "torchscript",
-                simplify: bool = False, verify: Callable[[Path], object] | None = None) -> ExportOutcome:
+                simplify: bool = False, verify: Callable[[Path], object] | None = None,
+                dim_max: dict[str, int] | None = None) -> ExportOutcome:
     """Export ``model`` to a single ONNX file with dynamic axes, then check it.
 
     Args:
@@ -65,6 +66,9 @@ def export_onnx(model, example, out_path: str | os.PathLike, *, opset: int = DEF
         opset: ONNX opset (default :data:`DEFAULT_OPSET`; the dynamo exporter needs 18+).
         input_names, output_names: the graph's I/O names, in the model's argument/return order.
         dynamic_axes: ``{input or output name: {axis: axis name}}``; default: axis 0 ``batch`` everywhere.
+            A text model names two: ``{"input_ids": {0: "batch", 1: "sequence"}, ...}`` on both int64 inputs.
+        dim_max: the largest size of a named axis (e.g. ``{"sequence": max_length}``, the bound of a position
+            table); others are bounded by 65536 (dynamo exporter only).
         metadata: ``metadata_props``; dict/list values are stored as JSON, others as ``str``.
         exporter: ``dynamo`` (default) or ``torchscript``.
         fallback: the exporter to use when ``exporter`` fails (recorded in the outcome, with the reason,
@@ -88,14 +92,14 @@ def export_onnx(model, example, out_path: str | os.PathLike, *, opset: int = DEF
     def write(tmp: Path) -> None:
         with torch.no_grad():
             try:
-                _export(model, example, tmp, opset, list(input_names), list(output_names), axes, exporter)
+                _export(model, example, tmp, opset, list(input_names), list(output_names), axes, exporter, dim_max)
             except Exception as exc:  # noqa: BLE001 - any exporter failure may fall back, recorded
                 if fallback is None or fallback == exporter or isinstance(exc, UsageError):
                     raise
                 used.update(exporter=fallback, reason=f"{type(exc).__name__}: {str(exc).strip()[:300]}")
                 log.warning("%s: the %s exporter failed (%s); exporting with %s instead", out_path, exporter,
                             used["reason"], fallback)
-                _export(model, example, tmp, opset, list(input_names), list(output_names), axes, fallback)
+                _export(model, example, tmp, opset, list(input_names), list(output_names), axes, fallback, dim_max)
         _finalise(tmp, {**(metadata or {}), "edgekd.exporter": used["exporter"]})
         if verify is not None:
             verify(tmp)
@@ -111,21 +115,29 @@ def export_onnx(model, example, out_path: str | os.PathLike, *, opset: int = DEF
 
 def export_verified(model, example, out_path: str | os.PathLike, inputs, *, atol: float | None = None,
                     batch_sizes=(1, 7), **export_kwargs) -> ExportOutcome:
-    """Export, then gate the file on parity with PyTorch on ``inputs`` (an array, or a feed dict for several
-    inputs) *before* it is renamed into place: a model that fails its check is never left on disk.
+    """Export, then gate the file on parity with PyTorch on ``inputs`` *before* it is renamed into place: a
+    model that fails its check is never left on disk.
+
+    ``inputs`` is an array, a feed dict for several inputs, or a **list of feeds** — e.g. token feeds of
+    several sequence lengths for a text model, each checked at every batch size
+    (:func:`edgekd.deploy.verify.check_parity_feeds`).
 
     Example:
         >>> outcome = export_verified(model, x[:1], "student.onnx", x_test)  # doctest: +SKIP
         >>> outcome.parity.lines, outcome.exporter
+        >>> export_verified(text_model, (ids[:2], mask[:2]), "student.onnx", [feed_5, feed_16, feed_64],
+        ...                 input_names=["input_ids", "attention_mask"], batch_sizes=(1, 3, 8),
+        ...                 dynamic_axes=axes, dim_max={"sequence": 64})  # doctest: +SKIP
     """
-    from edgekd.deploy.verify import check_parity
+    from edgekd.deploy.verify import check_parity, check_parity_feeds
 
     names = list(export_kwargs.get("input_names", ("input",)))
     reference, reports = _torch_reference(model.eval(), names), []
 
     def gate(tmp: Path) -> None:
-        reports.append(check_parity(reference, tmp, inputs, precision="fp32", batch_sizes=batch_sizes, atol=atol,
-                                    label=str(out_path)))
+        check = check_parity_feeds if isinstance(inputs, list) else check_parity
+        reports.append(check(reference, tmp, inputs, precision="fp32", batch_sizes=batch_sizes, atol=atol,
+                             label=str(out_path)))
 
     outcome = export_onnx(model, example, out_path, verify=gate, **export_kwargs)
     return dataclasses.replace(outcome, parity=reports[-1])
@@ -241,14 +253,19 @@ def _probe_inputs(example, input_names, n: int = 8):
 
 
 def _export(model, example: tuple, path: Path, opset: int, input_names: list[str], output_names: list[str],
-            axes: dict, exporter: str) -> None:
-    EXPORTERS.get(exporter)(model, example, path, opset, input_names, output_names, axes)
+            axes: dict, exporter: str, dim_max: dict[str, int] | None = None) -> None:
+    fn = EXPORTERS.get(exporter)
+    if dim_max and exporter == "dynamo":
+        fn(model, example, path, opset, input_names, output_names, axes, dim_max=dim_max)
+    else:
+        fn(model, example, path, opset, input_names, output_names, axes)
 
 
 @EXPORTERS.register("dynamo")
 def _export_dynamo(model, example: tuple, path: Path, opset: int, input_names: list[str],
-                   output_names: list[str], axes: dict) -> None:
-    """``torch.onnx.export(..., dynamo=True)`` with one ``torch.export.Dim`` per named dynamic axis."""
+                   output_names: list[str], axes: dict, dim_max: dict[str, int] | None = None) -> None:
+    """``torch.onnx.export(..., dynamo=True)`` with one ``torch.export.Dim`` per named dynamic axis (bounded by
+    ``dim_max[name]``, else 65536)."""
     import torch
 
     dims: dict[str, object] = {}
@@ -257,7 +274,7 @@ def _export_dynamo(model, example: tuple, path: Path, opset: int, input_names: l
         per = {}
         for axis, dim_name in (axes.get(name) or {}).items():
             if dim_name not in dims:
-                dims[dim_name] = torch.export.Dim(str(dim_name), min=1, max=1 << 16)
+                dims[dim_name] = torch.export.Dim(str(dim_name), min=1, max=(dim_max or {}).get(dim_name, 1 << 16))
             per[int(axis)] = dims[dim_name]
         shapes.append(per)
     program = torch.onnx.export(model, example, dynamo=True, opset_version=opset, input_names=input_names,

@@ -141,6 +141,9 @@ class _Converter:
         options = [a for a in args if a is not _NONE]
         if len(options) == 1:
             return self.convert(value, options[0], path, problems)
+        tagged = _by_kind(value, options)
+        if tagged is not None:  # a `kind` names the option: report that option's own problems
+            return self.convert(value, tagged, path, problems)
         for option in options:  # first that fits without problems
             trial: list[str] = []
             out = self.convert(value, option, path, trial)
@@ -216,6 +219,18 @@ class _Converter:
         except (TypeError, ValueError) as exc:  # __post_init__ checks
             problems.append(f"{_where(path)}: {exc}")
             return None
+
+
+def _by_kind(value: Any, options) -> type | None:
+    """The dataclass option whose ``kind`` field defaults to ``value["kind"]`` (a tagged union), else None."""
+    if not isinstance(value, dict) or "kind" not in value:
+        return None
+    for option in options:
+        if dataclasses.is_dataclass(option):
+            kind = next((f.default for f in dataclasses.fields(option) if f.name == "kind"), None)
+            if kind is not None and kind == value["kind"]:
+                return option
+    return None
 
 
 def check_field(value: Any, meta, path: str, problems: list[str]) -> None:

@@ -119,6 +119,56 @@ def check_parity(reference_fn, onnx_path: str | os.PathLike, inputs: Feed, *, pr
     return report
 
 
+def sequence_feeds(feed: dict[str, np.ndarray], lengths=(5, 16, 64)) -> list[dict[str, np.ndarray]]:
+    """Token feeds ``(N, L)`` cut to each of ``lengths`` (right padding: the first columns are the real tokens)
+    plus the full width — the several sequence lengths :func:`check_parity_feeds` checks a text model at.
+
+    Example:
+        >>> feed = {"input_ids": np.ones((4, 128), np.int64), "attention_mask": np.ones((4, 128), np.int64)}
+        >>> [f["input_ids"].shape[1] for f in sequence_feeds(feed)]
+        [5, 16, 64, 128]
+    """
+    width = next(iter(feed.values())).shape[1]
+    keep = sorted({min(int(n), width) for n in lengths} | {width})
+    return [{k: np.ascontiguousarray(v[:, :n]) for k, v in feed.items()} for n in keep]
+
+
+def check_parity_feeds(reference_fn, onnx_path: str | os.PathLike, feeds: list[dict[str, np.ndarray]], *,
+                       precision: str = "fp32", batch_sizes=(1, 3, 8), atol: float | None = None,
+                       min_agreement: float | None = None, providers=None, label: str | None = None,
+                       graph_optimization: str = "all") -> ParityReport:
+    """:func:`check_parity` over several feeds of different shapes — a text model's token feeds at several
+    sequence lengths — each at every batch size; one merged report (worst difference, lowest agreement).
+
+    Raises :class:`ToleranceExceeded` naming the model, the sequence length and the output that diverges.
+
+    Example:
+        >>> feeds = [pre.encode(texts, tok, padding="max_length") for pre in by_length]  # doctest: +SKIP
+        >>> report = check_parity_feeds(torch_fn, "student.onnx", feeds, batch_sizes=(1, 3, 8))  # doctest: +SKIP
+    """
+    if not feeds:
+        raise VerificationError("parity over an empty list of feeds: nothing would be checked")
+    label = label or str(onnx_path)
+    reports, lines = [], []
+    for feed in feeds:
+        shape = "x".join(str(d) for d in next(iter(feed.values())).shape[1:]) or "scalar"
+        report = check_parity(reference_fn, onnx_path, feed, precision=precision, batch_sizes=batch_sizes,
+                              atol=atol, min_agreement=min_agreement, providers=providers,
+                              label=f"{label} (input {shape})", graph_optimization=graph_optimization)
+        reports.append(report)
+        lines += [f"{line} [input {shape}]" for line in report.lines]
+    outputs = {}
+    for name in reports[0].outputs:
+        per = [r.outputs[name] for r in reports]
+        outputs[name] = {"max_abs_diff": max(p["max_abs_diff"] for p in per),
+                         "mean_abs_diff": float(np.mean([p["mean_abs_diff"] for p in per])),
+                         "top1_agreement": min(p["top1_agreement"] for p in per)}
+    first = outputs[next(iter(outputs))]
+    return ParityReport(precision, first["max_abs_diff"], first["mean_abs_diff"], first["top1_agreement"],
+                        sum(r.samples for r in reports), list(batch_sizes), reports[0].tolerance, True, lines,
+                        outputs)
+
+
 def _ordered(outputs: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
     return [outputs[n] for n in names]
 

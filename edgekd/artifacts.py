@@ -12,6 +12,7 @@ from typing import Any
 
 from edgekd.benchmarks.results import BundleChoice, Device, ResultRow
 from edgekd.deploy.runtime.preprocess import ImagePreprocessing
+from edgekd.deploy.runtime.text import TextPreprocessing
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,12 @@ class DataArtifact:
     input_shape: tuple[int, ...]
     num_classes: int
     labels: tuple[str, ...]
-    preprocessing: ImagePreprocessing
+    preprocessing: ImagePreprocessing | TextPreprocessing
     identity: str
     sizes: dict[str, int]
     task: str = "image-classification"
+    #: files of the run folder that go into the bundle beside the model (``tokenizer.json`` for text)
+    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

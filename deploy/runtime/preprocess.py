@@ -239,3 +239,7 @@ def from_metadata(props: dict[str, str], source: str | os.PathLike = "model") ->
     except json.JSONDecodeError as exc:
         raise InputFileError(f"{source}: metadata {METADATA_KEY!r} is not valid JSON: {exc}") from None
     return parse_preprocessing(data, f"{source} metadata {METADATA_KEY}")
+
+
+# the text contract registers itself in PREPROCESSING (imported here so the registry always holds it)
+from edgekd.deploy.runtime import text as _text  # noqa: E402,F401

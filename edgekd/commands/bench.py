@@ -20,7 +20,8 @@ code is 5. Results format: docs/benchmarking.md (JSON Schema: docs/results.schem
   edgekd bench runs/digits/onnx/student.onnx --batch 1,8,32
   edgekd bench runs/digits/onnx/student.onnx runs/digits/onnx/student-int8.onnx --threads 1
   edgekd bench runs/digits/bundle --data test.npz --json bench.json
-  edgekd bench student.engine --runtime trt"""
+  edgekd bench student.engine --runtime trt
+  edgekd bench runs/reviews/bundle --batch 1,32 --seq-len 16,64,128   # a text bundle: + tokenization"""
 
 
 def add_arguments(p) -> None:
@@ -31,6 +32,9 @@ def add_arguments(p) -> None:
     p.add_argument("--provider", default=None, metavar="LIST",
                    help="ONNX Runtime execution provider(s), e.g. cpu or cuda,cpu (default: cpu)")
     p.add_argument("--batch", default="1", metavar="SIZES", help="comma-separated batch sizes (default: 1)")
+    p.add_argument("--seq-len", default=None, metavar="SIZES",
+                   help="text models: tokens per sequence, comma-separated (default: 16,64,128, each clipped to "
+                        "the model's max_length); a text bundle's rows also time its tokenizer and tokenize + run")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                    help="intra-op threads (default: ONNX Runtime's choice, usually all cores)")
     p.add_argument("--warmup-s", type=_non_negative, default=0.5, metavar="S", help="warm-up seconds (default: 0.5)")
@@ -59,7 +63,7 @@ _non_negative_int = number(int, lo=0)
 _non_negative = number(float, lo=0)
 
 
-def parse_batches(text: str) -> list[int]:
+def parse_batches(text: str, option: str = "--batch", example: str = "1,8,32") -> list[int]:
     """``"1,8,32"`` → ``[1, 8, 32]``; every size a positive integer."""
     from edgekd.deploy.errors import UsageError
 
@@ -68,7 +72,7 @@ def parse_batches(text: str) -> list[int]:
     except ValueError:
         sizes = []
     if not sizes or min(sizes) < 1:
-        raise UsageError(f"--batch {text!r} is not a list of positive integers", hint="e.g. --batch 1,8,32")
+        raise UsageError(f"{option} {text!r} is not a list of positive integers", hint=f"e.g. {option} {example}")
     return list(dict.fromkeys(sizes))
 
 
@@ -82,7 +86,8 @@ def run_bench(args):
     timing = Timing(args.warmup_s, args.warmup_runs, args.min_runs, args.min_time_s, args.rounds)
     return bench_models(args.models, batches=parse_batches(args.batch), runtime=args.runtime,
                         providers=args.provider, threads=args.threads, timing=timing, data=args.data,
-                        names=args.name, role=args.role, power=args.power)
+                        names=args.name, role=args.role, power=args.power,
+                        seq_lens=parse_batches(args.seq_len, "--seq-len", "16,64,128") if args.seq_len else None)
 
 
 def main(args) -> int:
@@ -99,8 +104,8 @@ def main(args) -> int:
 
         refuse_foreign(args.json, "--json")
     rows = run_bench(args)
-    settings = {k: getattr(args, k) for k in ("runtime", "provider", "batch", "threads", "warmup_s", "warmup_runs",
-                                               "min_runs", "min_time_s", "rounds", "data")}
+    settings = {k: getattr(args, k) for k in ("runtime", "provider", "batch", "seq_len", "threads", "warmup_s",
+                                               "warmup_runs", "min_runs", "min_time_s", "rounds", "data")}
     doc = bench_document(rows, settings=settings)
     console = Console(highlight=False)
     if not console.is_terminal:
@@ -118,6 +123,8 @@ def print_report(console, doc) -> None:
 
     rows = doc.artifacts
     console.print(latency_table(list(rows)).rich())
+    if any(r.seq_len for r in rows):
+        console.print(text_table(list(rows)).rich())
     for r in {r.name: r for r in rows}.values():
         cold = r.cold_start
         console.print(f"{r.name}: {r.path}  {r.format} {r.precision}  size {fmt_size(r.size_bytes)}  params "
@@ -136,16 +143,30 @@ def _print_comparison(console, rows) -> None:
     """With several models: per batch, which is faster beyond the measured noise (interleaved rounds)."""
     from edgekd.benchmarks.harness import faster
 
-    for batch in sorted({r.batch for r in rows}):
-        timed = sorted((r for r in rows if r.batch == batch and r.latency), key=lambda r: r.p50)
+    for batch, seq_len in sorted({(r.batch, r.seq_len or 0) for r in rows}):
+        timed = sorted((r for r in rows if r.batch == batch and (r.seq_len or 0) == seq_len and r.latency),
+                       key=lambda r: r.p50)
         if len(timed) < 2:
             continue
         best = timed[0]
+        where = f"batch {batch}" + (f", {seq_len} tokens" if seq_len else "")
         for other in timed[1:]:
             verdict = (f"faster than {other.name} by {other.p50 / best.p50:.2f}× (beyond the noise)"
                        if faster(best.latency, other.latency) else
                        f"ties with {other.name} within the measured noise")
-            console.print(f"batch {batch}: {best.name} {verdict}", markup=False)
+            console.print(f"{where}: {best.name} {verdict}", markup=False)
+
+
+def text_table(rows):
+    """Text models: per model, batch and sequence length, the model, the tokenizer and both together (p50)."""
+    from edgekd.report import Table, fmt_ms
+
+    cells = [[r.name, str(r.batch), str(r.seq_len), fmt_ms(r.p50) if r.latency else f"failed: {r.error}",
+              fmt_ms(r.tokenize.p50) if r.tokenize else "–", fmt_ms(r.end_to_end.p50) if r.end_to_end else "–",
+              f"{r.batch / (r.end_to_end.p50 / 1e3):,.0f}" if r.end_to_end else "–"]
+             for r in rows if r.seq_len]
+    return Table("text: p50 ms per call, by sequence length", ["model", "batch", "tokens", "model", "tokenize",
+                                                                "tokenize + model", "texts/s"], cells)
 
 
 def _print_power(console, rows) -> None:

@@ -28,7 +28,9 @@ def add_arguments(p) -> None:
     p.add_argument("--mode", choices=["static", "dynamic", "fp16"], default="static",
                    help="static INT8 (QDQ, calibrated; default), dynamic INT8, or FP16 with FP32 I/O")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--calib", metavar="CALIB.npz", help="calibration inputs: .npz with an array 'x' (N,C,H,W)")
+    src.add_argument("--calib", metavar="CALIB.npz",
+                     help="calibration inputs: .npz with an array 'x' (N,C,H,W), or one array per model input "
+                          "by name (a text model: input_ids, attention_mask)")
     src.add_argument("--calib-from", metavar="RUN_DIR", help="take calibration (and validation) data from a run")
     p.add_argument("--calib-samples", type=number(int, lo=1), default=None,
                    help="how many calibration samples to use (default: all in CALIB, or the run recipe's)")
@@ -116,13 +118,29 @@ def _load_data(args):
     if args.calib_from:
         calib, val = _from_run(args.calib_from, args.calib_samples)
     elif args.calib:
-        calib = _npz(args.calib, ("x",))["x"]
+        calib = _calib_npz(args.calib, args.model)
     if args.val:
         arrays = _npz(args.val, ("x", "y"))
         val = (arrays["x"].astype(np.float32), arrays["y"])
     if isinstance(calib, np.ndarray):
         calib = calib[: args.calib_samples].astype(np.float32) if args.calib_samples else calib.astype(np.float32)
+    elif isinstance(calib, dict) and args.calib_samples:
+        calib = {k: v[: args.calib_samples] for k, v in calib.items()}
     return calib, val
+
+
+def _calib_npz(path: str, model: str):
+    """Calibration inputs from a .npz: the array 'x' (one input), or one array per model input by name (a
+    text model: input_ids and attention_mask, int64 — fed as they are, never quantized)."""
+    from edgekd.benchmarks.datasets import read_npz
+    from edgekd.deploy.runtime.intake import check_file, check_model
+
+    check_file(path, "data file")
+    names = [v.name for v in check_model(model).graph_inputs]
+    arrays = read_npz(path)
+    if len(names) > 1 and all(n in arrays for n in names):
+        return {n: arrays[n] for n in names}
+    return _npz(path, ("x",))["x"]
 
 
 def _npz(path: str, keys: tuple[str, ...]) -> dict:

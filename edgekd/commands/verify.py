@@ -5,7 +5,8 @@ from __future__ import annotations
 HELP = "verify a bundle: checksums, model safety and structure, one test inference"
 DESCRIPTION = """Checks, in order: every SHA256SUMS entry matches; model.json is complete; the ONNX file
 passes the intake check (no external-data escapes, standard op domains) and onnx.checker; one inference
-on a zero batch returns finite outputs of the expected shape. Exit code 0 only if all pass.
+on a synthetic batch (mid-range pixels; for a text bundle, sample sentences through its own tokenizer, int64
+(batch, sequence) inputs checked) returns finite outputs of the expected shape. Exit code 0 only if all pass.
 
   edgekd verify runs/digits/bundle"""
 

@@ -9,5 +9,5 @@ from edgekd.deploy.registry import Registry
 
 LOSSES: Registry = Registry("distill.method")
 for _name, _cls in (("kd", "KDLoss"), ("dkd", "DKDLoss"), ("multi", "MultiTeacherKDLoss"), ("fitnet", "FitNetLoss"),
-                    ("at", "ATLoss")):
+                    ("at", "ATLoss"), ("hidden", "HiddenKDLoss")):
     LOSSES.register_lazy(_name, f"edgekd.distill.losses:{_cls}")

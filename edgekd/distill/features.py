@@ -86,8 +86,9 @@ class FeatureTaps:
 
 @torch.no_grad()
 def feature_shapes(model: nn.Module, layers: Sequence[str], input_shape: Sequence[int],
-                   role: str = "model") -> list[torch.Size]:
-    """Shapes (batch of 2) of the named layers' outputs for an input of ``input_shape`` (C, H, W).
+                   role: str = "model", example: Sequence[torch.Tensor] | None = None) -> list[torch.Size]:
+    """Shapes (batch of 2) of the named layers' outputs for an input of ``input_shape`` (C, H, W), or for
+    ``example`` — real model arguments (a text model's token ids and mask).
 
     Runs in eval mode, so BatchNorm statistics are not touched, and restores the model's mode after.
     """
@@ -97,7 +98,10 @@ def feature_shapes(model: nn.Module, layers: Sequence[str], input_shape: Sequenc
     inner.eval()
     try:
         with FeatureTaps(inner, layers, role) as taps:
-            inner(torch.zeros(2, *input_shape, device=device))
+            if example is not None:
+                inner(*(t.to(device) for t in example))
+            else:
+                inner(torch.zeros(2, *input_shape, device=device))
         return [f.shape for f in taps.outputs()]
     finally:
         inner.train(was_training)

@@ -220,24 +220,53 @@ class FitNetLoss(FeatureKDLoss):
 
     @classmethod
     def from_config(cls, cfg, student: nn.Module = None, teacher: nn.Module = None, input_shape=None,
-                    label_smoothing: float = 0.0, **_) -> FitNetLoss:
-        """Probe ``student``/``teacher`` with a zero batch of ``input_shape`` (C, H, W) for feature shapes."""
+                    label_smoothing: float = 0.0, example=None, **_) -> FitNetLoss:
+        """Probe ``student``/``teacher`` with a zero batch of ``input_shape`` (C, H, W) — or with ``example``,
+        real model arguments (token ids and mask) — for feature shapes."""
         from edgekd.distill.features import feature_shapes
 
-        if student is None or teacher is None or input_shape is None:
-            raise UsageError("the fitnet loss needs student=, teacher= and input_shape= to size its "
-                             "projections")
-        s = feature_shapes(student, cfg.student_layers, input_shape, "student")
-        t = feature_shapes(teacher, cfg.teacher_layers, input_shape, "teacher")
+        if student is None or teacher is None or (input_shape is None and example is None):
+            raise UsageError(f"the {cls.name} loss needs student=, teacher= and input_shape= (or example=) to "
+                             "size its projections")
+        s_layers, t_layers = cls.layers(cfg)
+        s = feature_shapes(student, s_layers, input_shape, "student", example)
+        t = feature_shapes(teacher, t_layers, input_shape, "teacher", example)
         device = next(student.parameters()).device
-        return cls(cfg.student_layers, cfg.teacher_layers, s, t, cfg.temperature, cfg.alpha,
-                   cfg.feature_weight, label_smoothing).to(device)
+        return cls(s_layers, t_layers, s, t, cfg.temperature, cfg.alpha, cfg.feature_weight,
+                   label_smoothing).to(device)
+
+    name = "fitnet"
+
+    @staticmethod
+    def layers(cfg) -> tuple[list[str], list[str]]:
+        return list(cfg.student_layers), list(cfg.teacher_layers)
 
     def feature_term(self, i, student_feat, teacher_feat):
         proj = self.projections[i](student_feat)
         if proj.dim() == 4:
             proj = _resize_to(proj, teacher_feat.shape[-2:])
         return F.mse_loss(proj, teacher_feat)
+
+
+class HiddenKDLoss(FitNetLoss):
+    """Hidden-state distillation for text (FitNets' hint on the pooled hidden state, as in Sun et al., EMNLP
+    2019, "Patient Knowledge Distillation for BERT Model Compression", with MSE instead of their normalised
+    distance) on top of vanilla KD.
+
+    ``h = Σ_t m_t H_t / Σ_t m_t`` is the masked mean of a model's last hidden states over its real tokens
+    (``m`` the attention mask) — what the zoo's text models and ``hf:`` models pass through their ``pooled``
+    submodule. A learned linear map ``W`` takes the student's width to the teacher's:
+
+    ``loss = KD(alpha, τ) + feature_weight · mean((W h_s + b − h_t)²)``
+
+    Layers default to ``pooled`` on both sides (``distill.student_layers`` / ``teacher_layers`` override).
+    """
+
+    name = "hidden"
+
+    @staticmethod
+    def layers(cfg) -> tuple[list[str], list[str]]:
+        return list(cfg.student_layers) or ["pooled"], list(cfg.teacher_layers) or ["pooled"]
 
 
 def attention_map(feat: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:

@@ -27,14 +27,31 @@ def export_model(model, splits, weights: Path, out: Path, *, role: str, cfg, sim
     from edgekd.deploy.export import export_metadata, export_verified
 
     feed, _ = splits.arrays("test", PARITY_SAMPLES)
-    example = tuple(torch.from_numpy(feed[name][:1]) for name in splits.input_names)
+    text = splits.task == "text-classification"
+    # a batch of 2: an exporter may specialise a batch of 1 (an LSTM's initial state) into a fixed size
+    example = tuple(torch.from_numpy(feed[name][:2 if text else 1]) for name in splits.input_names)
     meta = export_metadata(__version__, source_sha256=sha256_file(weights), preprocessing=splits.preprocessing,
                            labels=splits.labels, role=role)
     model = model.cpu().eval()
+    extra = {}
+    if text:  # parity at several sequence lengths, the largest bounded
+        extra = {"dim_max": dict(splits.preprocessing.axis_sizes()), "batch_sizes": (1, 3, 8)}
+        feed = text_feeds(feed, splits.preprocessing.max_length)
     return export_verified(model, example, out, feed, atol=cfg.atol, opset=cfg.opset, metadata=meta,
                            input_names=splits.input_names, output_names=["logits"], dynamic_axes=splits.axes(),
                            exporter=cfg.exporter, fallback=cfg.fallback,
-                           simplify=cfg.simplify if simplify is None else simplify)
+                           simplify=cfg.simplify if simplify is None else simplify, **extra)
+
+
+def text_feeds(feed: dict, max_length: int) -> list[dict]:
+    """Token feeds of real test texts at several sequence lengths (:func:`edgekd.deploy.verify.sequence_feeds`):
+    cut to 8 and 32 tokens, padded only to the longest text among them (what the device feeds), and at the
+    full ``max_length``."""
+    from edgekd.deploy.verify import sequence_feeds
+
+    mask = feed.get("attention_mask")
+    longest = int(mask.sum(1).max()) if mask is not None else max_length
+    return sequence_feeds(feed, (8, 32, longest))
 
 
 def run_export(ctx) -> ExportArtifact:

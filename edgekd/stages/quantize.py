@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 #: quantize.modes → ``fn(ctx, fp32: OnnxModel, data) -> (OnnxModel | None, attempt dict, lines)``
 QUANTIZERS: Registry = Registry("quantize.modes")
+#: modes for image models only (a text model gets static INT8 where its ops allow, dynamic INT8 and FP16)
+IMAGE_ONLY = ("qat",)
 NAMES = {"static": "student-onnx-int8", "dynamic": "student-onnx-int8-dynamic", "fp16": "student-onnx-fp16",
          "qat": "student-onnx-int8-qat"}
 
@@ -100,6 +102,10 @@ def run_quantize(ctx) -> QuantizeArtifact:
     data = (calib, ctx.splits.arrays("val"))
     models, attempts, lines = [], {}, []
     for mode in q.modes:
+        if mode in IMAGE_ONLY and ctx.splits.task != "image-classification":
+            attempts[mode] = {"skipped": f"{mode} fine-tunes single-input image models"}
+            lines.append(f"[{mode}] skipped: it fine-tunes single-input image models ({ctx.splits.task})")
+            continue
         ctx.ui.stage("quantize", f"{mode}")
         try:
             model, attempt, mode_lines = QUANTIZERS.get(mode)(ctx, fp32, data)

@@ -132,6 +132,11 @@ def bundle_model(raw_pixels, data: DataArtifact, path, precision: str) -> Iterat
         yield out, dataclasses.replace(data, preprocessing=raw)
 
 
+def data_files(run, data: DataArtifact) -> dict[str, Path]:
+    """The run folder's data files a bundle ships beside the model (a text model's ``tokenizer.json``)."""
+    return {name: run.root / name for name in data.files}
+
+
 def onnx_models(ctx) -> dict[str, OnnxModel]:
     return {m.name: m for stage in ("export", "quantize") for m in ctx.artifact(stage).models}
 
@@ -184,7 +189,8 @@ def run_report(ctx) -> ReportArtifact:
         row = next(r for r in bench.rows if r.name == choice.chosen)
         path = ctx.run.path(onnx_models(ctx)[choice.chosen].file.path)
         with bundle_model(ctx.recipe.export.raw_pixels, ctx.artifact("data"), path, row.precision) as (model, data):
-            write_bundle(ctx.run.bundle, model, bundle_manifest(data, row, model, bench.device, ctx.recipe.name))
+            write_bundle(ctx.run.bundle, model, bundle_manifest(data, row, model, bench.device, ctx.recipe.name),
+                         extra_files=data_files(ctx.run, data))
     doc = results_document(ctx, choice)
     write_json(ctx.run.results, to_json(doc))
     files = write_run_report(doc, ctx.run.root)

@@ -36,8 +36,10 @@ def prepare(ctx, todo: list[str]) -> None:
     ctx.device = resolve_device(r.train.device)
     ctx.splits = s = load_data(r.data, r.seed, progress=ctx.ui.progress)
     check_splits(s, r.data)
+    _write_assets(ctx, s.assets)
     artifact = DataArtifact(r.data.source, tuple(s.input_shape), s.num_classes, tuple(s.labels), s.preprocessing,
-                            s.identity, {"train": len(s.train), "val": len(s.val), "test": len(s.test)})
+                            s.identity, {"train": len(s.train), "val": len(s.val), "test": len(s.test)}, s.task,
+                            tuple(sorted(s.assets)))
     saved = ctx.artifacts.get("data")
     if saved is not None and saved != artifact:
         log.warning("the data changed since %s was made (identity %s → %s): later stages are stale",
@@ -48,6 +50,16 @@ def prepare(ctx, todo: list[str]) -> None:
                         f"input {s.input_shape}, {s.num_classes} classes, device {ctx.device}")
     if {"teacher", "select", "tune", "distill"} & set(todo):
         _preflight(ctx)
+
+
+def _write_assets(ctx, assets: dict[str, str]) -> None:
+    """The data's files (a text model's ``tokenizer.json``) into the run folder, where the bundle takes them."""
+    from edgekd.deploy.fileio import write_text
+
+    for name, text in assets.items():
+        path = ctx.run.root / name
+        if distributed.is_main() and not (path.is_file() and path.read_text(encoding="utf-8") == text):
+            write_text(path, text)
 
 
 def check_splits(s, cfg) -> None:
@@ -87,7 +99,7 @@ def _build(ctx, spec, seed: int | None = None):
     from edgekd.models import model_from_config
 
     seed_everything(ctx.recipe.seed if seed is None else seed)
-    return model_from_config(spec, ctx.splits.num_classes, ctx.splits.input_shape)
+    return model_from_config(spec, ctx.splits.num_classes, ctx.splits.input_shape, ctx.splits.model_kwargs)
 
 
 def _make_loss(ctx, student, teacher):
@@ -95,7 +107,8 @@ def _make_loss(ctx, student, teacher):
 
     r = ctx.recipe
     return create_loss(r.distill.method, r.distill, label_smoothing=r.train.label_smoothing, student=student,
-                       teacher=teacher, input_shape=ctx.splits.input_shape, weights=r.teacher.weights_mix)
+                       teacher=teacher, input_shape=ctx.splits.input_shape, weights=r.teacher.weights_mix,
+                       example=ctx.splits.example("train", 2))
 
 
 def _preflight(ctx) -> None:
@@ -340,6 +353,6 @@ def load_trained(ctx, name: str):
 
         spec = effective_recipe(ctx).student  # the student the select stage chose, if it ran
     model = model_from_config(dataclasses.replace(spec, checkpoint=None), ctx.splits.num_classes,
-                              ctx.splits.input_shape)
+                              ctx.splits.input_shape, ctx.splits.model_kwargs)
     load_weights(model, ctx.run.path(trained.weights.path))
     return model.to(ctx.device).eval()
