@@ -185,7 +185,7 @@ def hf_model(folder: str, num_classes: int, in_channels: int = 0, weights: str |
         import transformers
     except ImportError:
         raise DependencyError("hf: models need the Python package 'transformers', which is not installed",
-                              hint="pip install transformers") from None
+                              hint="pip install 'edgekd[hf]'") from None
     path = Path(folder).expanduser()
     if not (path / "config.json").is_file():
         raise InputFileError(f"hf:{folder}: no Hugging Face model folder there (no config.json)",
