@@ -89,7 +89,7 @@ def test_the_debian_package_matches_the_published_dataset(tmp_path):
 
 def test_the_recipe_reads_a_laid_out_folder_into_memory(tmp_path):
     """models/fashion_mnist.yaml's data section on a laid-out folder: tensors decoded once, statistics of the
-    training split, the recipe's padding and flip as a replayable batch augmentation."""
+    training split; with data.augment switched on, the recipe's padding and flip as a replayable batch augmentation."""
     import torch
 
     from edgekd.data import TensorSplit, load_data
@@ -97,6 +97,8 @@ def test_the_recipe_reads_a_laid_out_folder_into_memory(tmp_path):
 
     layout_fashion_mnist(tmp_path / "fm", tmp_path / "src", fake_archives(tmp_path / "src"))
     recipe = load_recipe(ROOT / "models" / "fashion_mnist.yaml", [f"data.root={tmp_path / 'fm'}"])
+    assert load_data(recipe.data, recipe.seed).augmentation is None  # the recipe's default: augmentation off
+    recipe = load_recipe(ROOT / "models" / "fashion_mnist.yaml", [f"data.root={tmp_path / 'fm'}", "data.augment=true"])
     s = load_data(recipe.data, recipe.seed)
     assert all(isinstance(split, TensorSplit) for split in (s.train, s.val, s.test))
     assert (len(s.train) + len(s.val), len(s.test)) == (120, 40) and s.input_shape == (1, 28, 28)
