@@ -122,6 +122,24 @@ def test_a_crash_between_the_two_renames_is_recovered(tiny_run, tmp_path, monkey
     assert open_bundle(out).manifest.artifact == read_manifest(tiny_run / "bundle").artifact
 
 
+@pytest.mark.parametrize("existing", [False, True])
+def test_look_alike_parked_and_staging_folders_of_a_user_survive(tiny_run, tmp_path, existing):
+    """recover() touches only folders that carry edgekd's mark: a user's `.shipped.x.old` (even one holding a
+    bundle) and `.shipped.x.staging` are neither removed nor moved into place."""
+    if existing:
+        shutil.copytree(tiny_run / "bundle", tmp_path / "shipped")
+    backup = shutil.copytree(tiny_run / "bundle", tmp_path / ".shipped.my-backup.old")
+    (backup / "precious.txt").write_text("precious")
+    notes = tmp_path / ".shipped.notes.staging"
+    notes.mkdir()
+    (notes / "p2.txt").write_text("precious2")
+    proc = run_cli("bundle", str(tiny_run), "--out", str(tmp_path / "shipped"))
+    assert proc.returncode == 0, proc.stderr
+    assert (backup / "precious.txt").read_text() == "precious" and (notes / "p2.txt").read_text() == "precious2"
+    assert not (tmp_path / "shipped" / "precious.txt").exists()
+    assert sorted(p.name for p in tmp_path.glob(".shipped.*")) == [".shipped.my-backup.old", ".shipped.notes.staging"]
+
+
 # ------------------------------------------------------------------------- 2. a recipe naming a factory is code
 @pytest.mark.parametrize("sets", [
     ["teacher.model=os:system", "teacher.kwargs={command: 'touch {marker}'}"],
