@@ -66,6 +66,32 @@ def test_single_file_outputs_never_overwrite_foreign_files(tiny_run, tmp_path, c
     assert notes.read_text() == "not a model, mine"
 
 
+def test_engine_print_trtexec_never_overwrites_a_foreign_file_and_checks_first(tiny_run, tmp_path):
+    """`engine --print-trtexec` writes ENGINE.fp16.onnx (and `tune --export-candidates DIR` DIR/NN-*.onnx, below):
+    neither replaces a user's file, and a refused command line writes nothing."""
+    side = tmp_path / "e.engine.fp16.onnx"
+    side.write_text("my own file")
+    src = str(tiny_run / "onnx" / "student.onnx")
+    proc = run_cli("engine", src, "--out", str(tmp_path / "e.engine"), "--print-trtexec")
+    assert proc.returncode == 2 and "edgekd did not write it" in proc.stderr, proc.stderr
+    assert side.read_text() == "my own file"
+    proc = run_cli("engine", src, "--out", str(tmp_path / "f.engine"), "--print-trtexec", "--min-batch", "8",
+                   "--max-batch", "2")
+    assert proc.returncode == 2 and "batch profile" in proc.stderr, proc.stderr
+    assert not (tmp_path / "f.engine.fp16.onnx").exists(), "nothing written before the check that refuses"
+
+
+def test_tune_export_candidates_never_overwrites_a_foreign_file(tmp_path):
+    folder = tmp_path / "cands"
+    folder.mkdir()
+    (folder / "00-cnn-x0.5.onnx").write_text("user's own model")
+    proc = run_cli("tune", str(ROOT / "models" / "digits_automated.yaml"), "--out", str(tmp_path / "t"),
+                   "--export-candidates", str(folder), "-q", "--set", "data.limit=600")
+    assert proc.returncode == 2 and "edgekd did not write it" in proc.stderr, proc.stderr
+    assert [p.name for p in folder.iterdir()] == ["00-cnn-x0.5.onnx"]
+    assert (folder / "00-cnn-x0.5.onnx").read_text() == "user's own model"
+
+
 SWAPPER = """
 import sys
 from pathlib import Path
