@@ -7,6 +7,7 @@ traceback only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -14,6 +15,9 @@ import signal
 import sys
 
 from edgekd import __version__
+
+#: errno values of a path that cannot be used (a file in the way, a folder that cannot exist, too long)
+_PATH_ERRNOS = {errno.ENOTDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG, errno.EISDIR}
 
 #: name → module in edgekd.commands (each has HELP, add_arguments, main)
 COMMANDS = ["run", "distill", "tune", "export", "quantize", "engine", "bundle", "bench", "report", "verify",
@@ -88,7 +92,6 @@ def _on_sigterm(signum, frame) -> None:
 def translate(exc: BaseException) -> BaseException:
     """Known failures from below edgekd (a missing package, a full disk, an unwritable folder, memory, ONNX
     Runtime refusing an input, a bad archive) as the user errors they are, with their documented exit codes."""
-    import errno
     import zipfile
 
     from edgekd.commands._common import TRAIN_MODULES
@@ -103,6 +106,8 @@ def translate(exc: BaseException) -> BaseException:
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return InputFileError(f"cannot write or read {exc.filename or 'a file'}: {exc.strerror}",
                               hint="choose a folder you can write (check its permissions; is it read-only?)")
+    if isinstance(exc, OSError) and exc.errno in _PATH_ERRNOS:
+        return _path_error(exc)
     oom = "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower()
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (isinstance(exc, RuntimeError)
                                                                                     and oom):
@@ -115,6 +120,25 @@ def translate(exc: BaseException) -> BaseException:
         cls = UsageError if type(exc).__name__ == "InvalidArgument" else InputFileError
         return cls(f"ONNX Runtime refused it: {first}", hint="check the model and the inputs you gave it")
     return exc
+
+
+def _path_error(exc: OSError):
+    """A path that cannot be a file or folder (a file where a folder must be, a folder that cannot be made, a
+    name too long) as an input/output error, naming the part of the path that is in the way."""
+    import errno
+    from pathlib import Path
+
+    from edgekd.deploy.errors import InputFileError
+
+    name = str(exc.filename or "a file")
+    hint = "choose another --out path (a folder you can write)"
+    if exc.errno == errno.ENAMETOOLONG:
+        return InputFileError(f"path too long: {name}: {exc.strerror}", hint="use a shorter path")
+    blocker = next((p for p in [Path(name), *Path(name).parents] if p.exists() and not p.is_dir()), None)
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST) and blocker is not None:
+        what = "it is a file" if blocker == Path(name) else f"{blocker} is a file"
+        return InputFileError(f"cannot create folder {name}: {what}", hint=hint)
+    return InputFileError(f"cannot write or read {name}: {exc.strerror}", hint=hint)
 
 
 def _main_thread() -> bool:

@@ -508,6 +508,25 @@ def test_unwritable_output_folder_is_exit_3(tmp_path, capsys):
     _one_error(capsys.readouterr().err, "cannot write or read")
 
 
+@pytest.mark.parametrize("argv", [
+    ["report", "{run}/results.json", "--out", "{afile}/rep"],
+    ["bundle", "{run}", "--out", "{afile}/b"],
+    ["export", "{run}", "--out", "{afile}/x"],
+    ["quantize", "{run}/onnx/student.onnx", "--mode", "dynamic", "--out", "{afile}/q.onnx"],
+    ["bench", "{run}/bundle", "--min-runs", "2", "--min-time-s", "0.01", "--warmup-s", "0", "--json", "{afile}/b.json"],
+    ["run", "--out", "{afile}/x", "-q"],
+    ["report", "{run}/results.json", "--out", "/proc/edgekd-cannot-write"],
+], ids=["report", "bundle", "export", "quantize", "bench", "run", "report-proc"])
+def test_an_out_path_below_a_file_is_exit_3(tiny_run, tmp_path, capsys, argv):
+    afile = tmp_path / "afile"
+    afile.write_text("hi")
+    extra = _sets(TINY) if argv[0] == "run" else []
+    assert main([a.format(run=tiny_run, afile=afile) for a in argv] + extra) == 3
+    err = capsys.readouterr().err
+    _one_error(err, "is a file" if "proc" not in argv[-1] else "cannot write or read /proc/edgekd-cannot-write")
+    assert afile.read_text() == "hi"
+
+
 def test_a_corrupt_image_is_named(tmp_path, capsys):
     pil = pytest.importorskip("PIL.Image")
     rng = np.random.default_rng(0)
