@@ -19,6 +19,9 @@ from edgekd import __version__
 #: errno values of a path that cannot be used (a file in the way, a folder that cannot exist, too long)
 _PATH_ERRNOS = {errno.ENOTDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG, errno.EISDIR}
 
+#: words of an ONNX Runtime error that is an allocation failure (its arena, or C++ std::bad_alloc), not a refusal
+ORT_ALLOCATION_FAILURES = ("Failed to allocate", "Failed to alloc", "bad_alloc", "BFCArena")
+
 #: name → module in edgekd.commands (each has HELP, add_arguments, main)
 COMMANDS = ["run", "distill", "tune", "export", "quantize", "engine", "bundle", "bench", "report", "verify",
             "data"]
@@ -117,6 +120,10 @@ def translate(exc: BaseException) -> BaseException:
         return InputFileError(f"not a readable zip/.npz archive: {exc}", hint="re-create the file")
     if type(exc).__module__.startswith("onnxruntime"):
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        if any(mark in str(exc) for mark in ORT_ALLOCATION_FAILURES):
+            return ResourceError(f"out of memory in ONNX Runtime ({first})",
+                                 hint="use a smaller batch (--batch / bench.throughput_batch), or a machine with "
+                                      "more memory")
         cls = UsageError if type(exc).__name__ == "InvalidArgument" else InputFileError
         return cls(f"ONNX Runtime refused it: {first}", hint="check the model and the inputs you gave it")
     return exc

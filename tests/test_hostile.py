@@ -503,6 +503,23 @@ def test_out_of_memory_is_exit_8(capsys):
     assert "out of memory" in translated.message
 
 
+def test_an_onnx_runtime_allocation_failure_is_exit_8(tiny_run):
+    """ONNX Runtime's arena running out (a batch too large for the memory limit) is out of resources, not a
+    refused input."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (1_500_000_000, 1_500_000_000))
+
+    cmd = [sys.executable, "-m", "edgekd.cli", "bench", str(tiny_run / "bundle"), "--batch", "200000",
+           "--min-runs", "2", "--min-time-s", "0.01", "--warmup-s", "0"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, preexec_fn=limit)
+    assert proc.returncode == 8, proc.stderr
+    _one_error(proc.stderr, "out of memory in ONNX Runtime")
+    assert "smaller batch" in proc.stderr
+
+
 def test_unwritable_output_folder_is_exit_3(tmp_path, capsys):
     assert main(["run", "--out", "/sys/edgekd-cannot-write", "-q", *_sets(TINY)]) == 3
     _one_error(capsys.readouterr().err, "cannot write or read")
