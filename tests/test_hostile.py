@@ -419,7 +419,11 @@ def test_an_npz_that_declares_gigabytes_is_refused_from_its_header(tmp_path, tin
     (["train.lr=.nan"], 2, "expected a finite number"),
     (["bench.min_runs=0"], 2, "outside [1"),
     (["bundle.tolerance=-0.1"], 2, "outside [0.0, 1.0]"),
-])
+    (["seed=-1"], 2, "seed: -1 is outside [0, 4294967295]"),
+    (["seed=99999999999999"], 2, "seed: 99999999999999 is outside [0, 4294967295]"),
+    (["name=" + "n" * 300], 2, "name: expected 1 to 100 letters"),
+    (["name=../../escape"], 2, "name: expected 1 to 100 letters"),
+], ids=["limit", "lr", "min_runs", "tolerance", "seed-negative", "seed-huge", "name-long", "name-path"])
 def test_degenerate_values_are_refused_before_any_work(tmp_path, capsys, sets, code, words):
     out = tmp_path / "o"
     assert main(["run", "--out", str(out), "-q", *_sets(sets)]) == code
