@@ -215,6 +215,23 @@ def test_huge_values_are_truncated_in_errors(capsys):
     assert "expected an integer" in err and "(100002 characters)" in err and len(err) < 2000
 
 
+@pytest.mark.parametrize("setting,code,words", [
+    ("k" * 100_000 + "=1", 2, "unknown key"),
+    ("teacher.model=" + "zz" * 50_000 + ":f", 2, "cannot import module"),
+    ("name=" + "<" * 100_000, 2, "name: expected 1 to 100 letters"),
+    ("data.source=imagefolder:/" + "d" * 100_000, 3, "path too long"),
+], ids=["unknown-key", "model", "name", "imagefolder-path"])
+def test_every_long_value_is_truncated_in_its_error(tmp_path, capsys, setting, code, words):
+    """Whatever the message, a quoted value of 100,000 characters is shortened (one place: EdgekdError), and
+    nothing is written."""
+    out = tmp_path / "o"
+    assert main(["run", "--out", str(out), "-q", "--set", setting]) == code
+    err = capsys.readouterr().err
+    _one_error(err, words)
+    assert "characters" in err and len(err) < 2000, len(err)
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------------- 4. bundle integrity is complete
 def _external_bundle(tmp_path: Path) -> Path:
     """A bundle whose weights live in external data in a subfolder (weights/w.bin)."""
