@@ -194,6 +194,22 @@ def test_no_factories_refuses_every_factory(tmp_path, capsys):
     assert os.environ.get("EDGEKD_NO_FACTORIES") is None, "the switch holds for that command only"
 
 
+@pytest.mark.parametrize("body,words", [
+    ("def net(num_classes, **kw):\n    return None\n", "returned NoneType, not a torch.nn.Module"),
+    ("def net(num_classes):\n    return None\n", "does not accept the recipe's arguments"),
+], ids=["returns-none", "rejects-kwargs"])
+def test_a_model_factory_that_returns_no_module_or_rejects_the_kwargs_is_exit_2(tmp_path, capsys, monkeypatch,
+                                                                                 body, words):
+    module = f"badzoo_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{module}.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "o"
+    assert main(["distill", "--out", str(out), "-q", "--set", f"student.model={module}:net", *_sets(TINY)]) == 2
+    err = capsys.readouterr().err
+    _one_error(err, words)
+    assert f"model factory '{module}:net'" in err and not out.exists()
+
+
 # ------------------------------------------------------------------------- 3. YAML bombs, huge values
 BOMB = "name: bomb\na: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
