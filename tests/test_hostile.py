@@ -293,17 +293,20 @@ def test_external_data_in_a_subfolder_is_bundled_and_covered(tmp_path):
         load_bundle(bundle)
 
 
-@pytest.mark.parametrize("intruder", ["weights/evil.bin", "notes.txt", "link"])
+@pytest.mark.parametrize("intruder", ["weights/evil.bin", "notes.txt", "link", "fifo"])
 def test_unlisted_files_and_links_anywhere_in_a_bundle_are_refused(tmp_path, intruder):
     from edgekd.deploy.errors import ChecksumMismatch
     from edgekd.deploy.runtime import load_bundle
 
     bundle = _external_bundle(tmp_path)
+    words = {"link": "symlink", "fifo": "not a plain file"}.get(intruder, "not covered by SHA256SUMS")
     if intruder == "link":
         (bundle / "link").symlink_to(bundle / "model.json")
+    elif intruder == "fifo":
+        os.mkfifo(bundle / "weights" / "pipe")
     else:
         (bundle / intruder).write_bytes(b"\0" * 16)
-    with pytest.raises(ChecksumMismatch, match="symlink" if intruder == "link" else "not covered by SHA256SUMS"):
+    with pytest.raises(ChecksumMismatch, match=words):
         load_bundle(bundle)
 
 
