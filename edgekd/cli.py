@@ -22,6 +22,9 @@ _PATH_ERRNOS = {errno.ENOTDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG, e
 #: words of an ONNX Runtime error that is an allocation failure (its arena, or C++ std::bad_alloc), not a refusal
 ORT_ALLOCATION_FAILURES = ("Failed to allocate", "Failed to alloc", "bad_alloc", "BFCArena")
 
+#: packages edgekd itself depends on (a broken environment can still lack one)
+BASE_MODULES = {"onnx": "onnx", "numpy": "numpy", "yaml": "pyyaml"}  # import name → pip name
+
 #: name → module in edgekd.commands (each has HELP, add_arguments, main)
 COMMANDS = ["run", "distill", "tune", "export", "quantize", "engine", "bundle", "bench", "report", "verify",
             "data"]
@@ -100,9 +103,14 @@ def translate(exc: BaseException) -> BaseException:
     from edgekd.commands._common import TRAIN_MODULES
     from edgekd.deploy.errors import DependencyError, InputFileError, ResourceError, UsageError
 
-    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in TRAIN_MODULES:
+    missing = (exc.name or "").split(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
+    if missing in TRAIN_MODULES:
         return DependencyError(f"this command needs the Python package '{exc.name}', which is not installed",
                                hint="install the training extra: pip install 'edgekd[train,ort]'")
+    if missing in BASE_MODULES:
+        return DependencyError(f"this command needs the Python package '{missing}', which is not installed",
+                               hint=f"it is one of edgekd's own dependencies: pip install "
+                                    f"{BASE_MODULES[missing]} (or reinstall edgekd)")
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return ResourceError(f"{exc.strerror}: {exc.filename or ''}".strip(": "),
                              hint="free disk space or choose another --out folder")

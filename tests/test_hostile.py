@@ -560,6 +560,14 @@ def test_an_onnx_runtime_allocation_failure_is_exit_8(tiny_run):
     assert "smaller batch" in proc.stderr
 
 
+def test_verify_without_the_onnx_package_is_exit_7(tiny_run, tmp_path):
+    from tests.conftest import blocked_env
+
+    proc = run_cli("verify", str(tiny_run / "bundle"), env=blocked_env(tmp_path, "onnx"), timeout=120)
+    assert proc.returncode == 7, proc.stderr
+    _one_error(proc.stderr, "needs the Python package 'onnx'")
+
+
 def test_unwritable_output_folder_is_exit_3(tmp_path, capsys):
     assert main(["run", "--out", "/sys/edgekd-cannot-write", "-q", *_sets(TINY)]) == 3
     _one_error(capsys.readouterr().err, "cannot write or read")
