@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import os
 import shutil
 import tempfile
@@ -76,6 +77,7 @@ def write_bundle(out_dir: str | os.PathLike, model_path: str | os.PathLike, mani
         write_text(staging / SUMS_FILE, "".join(f"{sha256_file(staging / n)}  {n}\n" for n in names))
         os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it 0700
         _fsync_dir(staging)
+        _renameat2()  # slow the first time: not between the mark's removal and the swap
         (staging / STAGING_MARK).unlink()  # the mark goes only now: a crash leaves marked leftovers, bar a µs
         _swap_in(staging, out_dir)
     except BaseException:
@@ -169,13 +171,18 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+@functools.cache
+def _renameat2():
+    """libc's renameat2, or None. Looked up once (find_library runs ldconfig: slow), before a write's mark goes."""
     libc_name = ctypes.util.find_library("c")
     if not libc_name:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    fn = getattr(libc, "renameat2", None)
+        return None
+    return getattr(ctypes.CDLL(libc_name, use_errno=True), "renameat2", None)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    fn = _renameat2()
     if fn is None:
         return False
     at_fdcwd, rename_exchange = -100, 2
