@@ -8,7 +8,9 @@ Writing is all-or-nothing and never destroys what edgekd did not make:
 * the bundle is assembled in a staging folder beside the destination and swapped in atomically (Linux
   ``renameat2(RENAME_EXCHANGE)``; elsewhere two renames, recovered on the next write if a crash falls between
   them), so a SIGKILL at any instant leaves the old bundle or the new one;
-* leftovers of a crashed write (staging folders marked as edgekd's) are removed on the next write.
+* leftovers of a crashed write are removed (or a parked bundle put back) on the next write — only folders that
+  carry edgekd's mark file (``.edgekd-staging``): a user's look-alike ``.<out>.x.old`` / ``.x.staging`` folder is
+  never touched. A folder keeps the mark until it is gone (the mark is removed last).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import errno
+import functools
 import os
 import shutil
 import tempfile
@@ -74,12 +77,13 @@ def write_bundle(out_dir: str | os.PathLike, model_path: str | os.PathLike, mani
         atomic_write_via(staging / META_FILE, lambda tmp: tmp.write_text(_json(manifest)))
         names = sorted([manifest.model, META_FILE, *extra])
         write_text(staging / SUMS_FILE, "".join(f"{sha256_file(staging / n)}  {n}\n" for n in names))
-        (staging / STAGING_MARK).unlink()
         os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it 0700
         _fsync_dir(staging)
+        _renameat2()  # slow the first time: not between the mark's removal and the swap
+        (staging / STAGING_MARK).unlink()  # the mark goes only now: a crash leaves marked leftovers, bar a µs
         _swap_in(staging, out_dir)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)  # made by this call (mkdtemp): ours, marked or not
         raise
     return out_dir
 
@@ -160,16 +164,42 @@ def check_destination(out_dir: Path, protect: str | os.PathLike | None = None) -
 
 def recover(out_dir: Path) -> None:
     """Finish or undo a write that crashed: restore a bundle parked by the two-rename swap, and remove
-    staging folders edgekd left behind."""
-    parked = sorted(out_dir.parent.glob(f".{out_dir.name}.*.old"))
+    staging folders edgekd left behind. Only folders carrying edgekd's mark are touched."""
+    parked = [p for p in sorted(out_dir.parent.glob(f".{out_dir.name}.*.old")) if _marked(p) and is_bundle(p)]
     if parked and not out_dir.exists():
+        (parked[-1] / STAGING_MARK).unlink()  # a crash after this leaves the bundle parked, never a marked bundle
         os.replace(parked[-1], out_dir)
         parked = parked[:-1]
     for path in parked:
-        shutil.rmtree(path, ignore_errors=True)
+        _remove_marked(path)
     for path in out_dir.parent.glob(f".{out_dir.name}.*.staging"):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
+        if _marked(path):
+            _remove_marked(path)
+
+
+def _marked(folder: Path) -> bool:
+    """A folder edgekd made for a write (it holds the mark file), not a user's look-alike."""
+    return folder.is_dir() and not folder.is_symlink() and (folder / STAGING_MARK).is_file()
+
+
+def _mark(folder: Path) -> None:
+    (folder / STAGING_MARK).touch()
+
+
+def _remove_marked(folder: Path) -> None:
+    """Remove a folder of edgekd's, its mark last: a crash halfway leaves a folder that is still marked."""
+    for child in folder.iterdir():
+        if child.name == STAGING_MARK:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+    (folder / STAGING_MARK).unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _copy_synced(src: Path, dst: Path) -> None:
@@ -185,13 +215,18 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+@functools.cache
+def _renameat2():
+    """libc's renameat2, or None. Looked up once (find_library runs ldconfig: slow), before a write's mark goes."""
     libc_name = ctypes.util.find_library("c")
     if not libc_name:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    fn = getattr(libc, "renameat2", None)
+        return None
+    return getattr(ctypes.CDLL(libc_name, use_errno=True), "renameat2", None)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    fn = _renameat2()
     if fn is None:
         return False
     at_fdcwd, rename_exchange = -100, 2
@@ -208,12 +243,15 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
     if not out_dir.exists():
         os.replace(staging, out_dir)
     elif _exchange(staging, out_dir):
-        shutil.rmtree(staging, ignore_errors=True)  # now the old bundle
+        _mark(staging)  # now the old bundle, no longer live: marked, so a crash while removing it is cleaned up
+        _remove_marked(staging)
     else:
         parked = staging.with_name(staging.name.removesuffix(".staging") + ".old")
-        os.replace(out_dir, parked)  # a crash here leaves `parked`: recover() puts it back
+        os.replace(out_dir, parked)
+        _mark(parked)  # a crash from here on leaves a marked `parked`: recover() puts it back
         os.replace(staging, out_dir)
-        shutil.rmtree(parked, ignore_errors=True)
+        _remove_marked(parked)
+    _fsync_dir(out_dir)  # the mark's removal is on disk too
     _fsync_dir(out_dir.parent)
 
 

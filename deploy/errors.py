@@ -19,6 +19,25 @@ shown only with ``--debug``.
 
 from __future__ import annotations
 
+#: a message quotes what a user gave (keys, names, paths): a run of more than this many characters without a
+#: space is shortened, and a message longer than MAX_MESSAGE is cut — 100 KB of stderr helps nobody
+MAX_WORD, MAX_MESSAGE = 200, 4000
+
+
+def clip(text: str) -> str:
+    """``text`` with every over-long word (a quoted value, a path) and the whole shortened, saying how long
+    each was.
+
+    Example:
+        >>> clip("unknown key '" + "k" * 1000 + "': did you mean …")[-54:]
+        "…[1003 characters]…kkkkkkkkkkkkkkkkkk': did you mean …"
+    """
+    import re
+
+    long_word = re.compile(rf"\S{{{MAX_WORD + 1},}}")
+    text = long_word.sub(lambda m: f"{m[0][:100]}…[{len(m[0])} characters]…{m[0][-20:]}", text)
+    return text if len(text) <= MAX_MESSAGE else f"{text[:MAX_MESSAGE]}… ({len(text)} characters)"
+
 
 class EdgekdError(Exception):
     """Base of every error edgekd reports to a user."""
@@ -26,6 +45,7 @@ class EdgekdError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, hint: str | None = None):
+        message, hint = clip(message), clip(hint) if hint else hint
         super().__init__(message)
         self.message = message
         self.hint = hint

@@ -7,6 +7,7 @@ traceback only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -14,6 +15,15 @@ import signal
 import sys
 
 from edgekd import __version__
+
+#: errno values of a path that cannot be used (a file in the way, a folder that cannot exist, too long)
+_PATH_ERRNOS = {errno.ENOTDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG, errno.EISDIR}
+
+#: words of an ONNX Runtime error that is an allocation failure (its arena, or C++ std::bad_alloc), not a refusal
+ORT_ALLOCATION_FAILURES = ("Failed to allocate", "Failed to alloc", "bad_alloc", "BFCArena")
+
+#: packages edgekd itself depends on (a broken environment can still lack one)
+BASE_MODULES = {"onnx": "onnx", "numpy": "numpy", "yaml": "pyyaml"}  # import name → pip name
 
 #: name → module in edgekd.commands (each has HELP, add_arguments, main)
 COMMANDS = ["run", "distill", "tune", "export", "quantize", "engine", "bundle", "bench", "report", "verify",
@@ -88,21 +98,27 @@ def _on_sigterm(signum, frame) -> None:
 def translate(exc: BaseException) -> BaseException:
     """Known failures from below edgekd (a missing package, a full disk, an unwritable folder, memory, ONNX
     Runtime refusing an input, a bad archive) as the user errors they are, with their documented exit codes."""
-    import errno
     import zipfile
 
     from edgekd.commands._common import TRAIN_MODULES
     from edgekd.deploy.errors import DependencyError, InputFileError, ResourceError, UsageError
 
-    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in TRAIN_MODULES:
+    missing = (exc.name or "").split(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
+    if missing in TRAIN_MODULES:
         return DependencyError(f"this command needs the Python package '{exc.name}', which is not installed",
                                hint="install the training extra: pip install 'edgekd[train,ort]'")
+    if missing in BASE_MODULES:
+        return DependencyError(f"this command needs the Python package '{missing}', which is not installed",
+                               hint=f"it is one of edgekd's own dependencies: pip install "
+                                    f"{BASE_MODULES[missing]} (or reinstall edgekd)")
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return ResourceError(f"{exc.strerror}: {exc.filename or ''}".strip(": "),
                              hint="free disk space or choose another --out folder")
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return InputFileError(f"cannot write or read {exc.filename or 'a file'}: {exc.strerror}",
                               hint="choose a folder you can write (check its permissions; is it read-only?)")
+    if isinstance(exc, OSError) and exc.errno in _PATH_ERRNOS:
+        return _path_error(exc)
     oom = "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower()
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (isinstance(exc, RuntimeError)
                                                                                     and oom):
@@ -112,9 +128,32 @@ def translate(exc: BaseException) -> BaseException:
         return InputFileError(f"not a readable zip/.npz archive: {exc}", hint="re-create the file")
     if type(exc).__module__.startswith("onnxruntime"):
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        if any(mark in str(exc) for mark in ORT_ALLOCATION_FAILURES):
+            return ResourceError(f"out of memory in ONNX Runtime ({first})",
+                                 hint="use a smaller batch (--batch / bench.throughput_batch), or a machine with "
+                                      "more memory")
         cls = UsageError if type(exc).__name__ == "InvalidArgument" else InputFileError
         return cls(f"ONNX Runtime refused it: {first}", hint="check the model and the inputs you gave it")
     return exc
+
+
+def _path_error(exc: OSError):
+    """A path that cannot be a file or folder (a file where a folder must be, a folder that cannot be made, a
+    name too long) as an input/output error, naming the part of the path that is in the way."""
+    import errno
+    from pathlib import Path
+
+    from edgekd.deploy.errors import InputFileError
+
+    name = str(exc.filename or "a file")
+    hint = "choose another --out path (a folder you can write)"
+    if exc.errno == errno.ENAMETOOLONG:
+        return InputFileError(f"path too long: {name}: {exc.strerror}", hint="use a shorter path")
+    blocker = next((p for p in [Path(name), *Path(name).parents] if p.exists() and not p.is_dir()), None)
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST) and blocker is not None:
+        what = "it is a file" if blocker == Path(name) else f"{blocker} is a file"
+        return InputFileError(f"cannot create folder {name}: {what}", hint=hint)
+    return InputFileError(f"cannot write or read {name}: {exc.strerror}", hint=hint)
 
 
 def _main_thread() -> bool:

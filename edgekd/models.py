@@ -145,8 +145,26 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, input_size: 
         params = inspect.signature(fn).parameters
         extra = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels),
                                    ("input_size", input_size)) if k in params and k not in kwargs}
-        return fn(**kwargs, **extra)
+        return _call_factory(name, fn, {**kwargs, **extra})
     raise UsageError(f"unknown model {name!r}{MODELS.suggest(name)}", hint=f"use one of {available()}")
+
+
+def _call_factory(name: str, fn, kwargs: dict):
+    """Call a user's model factory, checking first that it accepts the recipe's arguments and then that it
+    returned a ``torch.nn.Module``: either mistake is the recipe's (exit 2), not an internal error."""
+    import torch
+
+    try:
+        inspect.signature(fn).bind(**kwargs)
+    except TypeError as exc:
+        raise UsageError(f"model factory {name!r} does not accept the recipe's arguments {sorted(kwargs)}: {exc}",
+                         hint="make the factory accept them (e.g. add **kwargs), or change the section's "
+                              "kwargs") from None
+    model = fn(**kwargs)
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"model factory {name!r} returned {type(model).__name__}, not a torch.nn.Module",
+                         hint="the factory must return the model (an nn.Module instance)")
+    return model
 
 
 def count_params(model) -> int:

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,8 +224,8 @@ class TuneConfig:
 
 @dataclass
 class Recipe:
-    name: str = "recipe"
-    seed: int = 0
+    name: str = "recipe"  # part of cache file names: checked against NAME_PATTERN
+    seed: int = _range(0, 0, 2**32 - 1)  # what numpy and torch accept
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: ModelConfig = field(default_factory=ModelConfig)
@@ -255,7 +256,14 @@ MAX_RECIPE_BYTES = 1 << 20
 MAX_RECIPE_VALUES = 100_000
 
 
+#: a recipe's ``name`` becomes part of file names (the teacher cache): a plain, short file name
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
 def _check_combinations(r: Recipe, problems: list[str]) -> None:
+    if not NAME_PATTERN.fullmatch(r.name):
+        problems.append(f"name: expected 1 to 100 letters, digits, '.', '_' or '-' (starting with a letter or "
+                        f"digit; it becomes part of file names), got {short(r.name)}")
     if r.data.val_fraction + r.data.test_fraction >= 0.9:
         problems.append("data.val_fraction + data.test_fraction must leave at least 10% for training")
     if r.distill.method == "fitnet" and (not r.distill.student_layers

@@ -66,6 +66,32 @@ def test_single_file_outputs_never_overwrite_foreign_files(tiny_run, tmp_path, c
     assert notes.read_text() == "not a model, mine"
 
 
+def test_engine_print_trtexec_never_overwrites_a_foreign_file_and_checks_first(tiny_run, tmp_path):
+    """`engine --print-trtexec` writes ENGINE.fp16.onnx (and `tune --export-candidates DIR` DIR/NN-*.onnx, below):
+    neither replaces a user's file, and a refused command line writes nothing."""
+    side = tmp_path / "e.engine.fp16.onnx"
+    side.write_text("my own file")
+    src = str(tiny_run / "onnx" / "student.onnx")
+    proc = run_cli("engine", src, "--out", str(tmp_path / "e.engine"), "--print-trtexec")
+    assert proc.returncode == 2 and "edgekd did not write it" in proc.stderr, proc.stderr
+    assert side.read_text() == "my own file"
+    proc = run_cli("engine", src, "--out", str(tmp_path / "f.engine"), "--print-trtexec", "--min-batch", "8",
+                   "--max-batch", "2")
+    assert proc.returncode == 2 and "batch profile" in proc.stderr, proc.stderr
+    assert not (tmp_path / "f.engine.fp16.onnx").exists(), "nothing written before the check that refuses"
+
+
+def test_tune_export_candidates_never_overwrites_a_foreign_file(tmp_path):
+    folder = tmp_path / "cands"
+    folder.mkdir()
+    (folder / "00-cnn-x0.5.onnx").write_text("user's own model")
+    proc = run_cli("tune", str(ROOT / "models" / "digits_automated.yaml"), "--out", str(tmp_path / "t"),
+                   "--export-candidates", str(folder), "-q", "--set", "data.limit=600")
+    assert proc.returncode == 2 and "edgekd did not write it" in proc.stderr, proc.stderr
+    assert [p.name for p in folder.iterdir()] == ["00-cnn-x0.5.onnx"]
+    assert (folder / "00-cnn-x0.5.onnx").read_text() == "user's own model"
+
+
 SWAPPER = """
 import sys
 from pathlib import Path
@@ -122,6 +148,24 @@ def test_a_crash_between_the_two_renames_is_recovered(tiny_run, tmp_path, monkey
     assert open_bundle(out).manifest.artifact == read_manifest(tiny_run / "bundle").artifact
 
 
+@pytest.mark.parametrize("existing", [False, True])
+def test_look_alike_parked_and_staging_folders_of_a_user_survive(tiny_run, tmp_path, existing):
+    """recover() touches only folders that carry edgekd's mark: a user's `.shipped.x.old` (even one holding a
+    bundle) and `.shipped.x.staging` are neither removed nor moved into place."""
+    if existing:
+        shutil.copytree(tiny_run / "bundle", tmp_path / "shipped")
+    backup = shutil.copytree(tiny_run / "bundle", tmp_path / ".shipped.my-backup.old")
+    (backup / "precious.txt").write_text("precious")
+    notes = tmp_path / ".shipped.notes.staging"
+    notes.mkdir()
+    (notes / "p2.txt").write_text("precious2")
+    proc = run_cli("bundle", str(tiny_run), "--out", str(tmp_path / "shipped"))
+    assert proc.returncode == 0, proc.stderr
+    assert (backup / "precious.txt").read_text() == "precious" and (notes / "p2.txt").read_text() == "precious2"
+    assert not (tmp_path / "shipped" / "precious.txt").exists()
+    assert sorted(p.name for p in tmp_path.glob(".shipped.*")) == [".shipped.my-backup.old", ".shipped.notes.staging"]
+
+
 # ------------------------------------------------------------------------- 2. a recipe naming a factory is code
 @pytest.mark.parametrize("sets", [
     ["teacher.model=os:system", "teacher.kwargs={command: 'touch {marker}'}"],
@@ -150,6 +194,22 @@ def test_no_factories_refuses_every_factory(tmp_path, capsys):
     assert os.environ.get("EDGEKD_NO_FACTORIES") is None, "the switch holds for that command only"
 
 
+@pytest.mark.parametrize("body,words", [
+    ("def net(num_classes, **kw):\n    return None\n", "returned NoneType, not a torch.nn.Module"),
+    ("def net(num_classes):\n    return None\n", "does not accept the recipe's arguments"),
+], ids=["returns-none", "rejects-kwargs"])
+def test_a_model_factory_that_returns_no_module_or_rejects_the_kwargs_is_exit_2(tmp_path, capsys, monkeypatch,
+                                                                                 body, words):
+    module = f"badzoo_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{module}.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "o"
+    assert main(["distill", "--out", str(out), "-q", "--set", f"student.model={module}:net", *_sets(TINY)]) == 2
+    err = capsys.readouterr().err
+    _one_error(err, words)
+    assert f"model factory '{module}:net'" in err and not out.exists()
+
+
 # ------------------------------------------------------------------------- 3. YAML bombs, huge values
 BOMB = "name: bomb\na: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
@@ -169,6 +229,23 @@ def test_huge_values_are_truncated_in_errors(capsys):
     assert main(["run", "--set", f"train.epochs={'x' * 100_000}", "--out", "/nonexistent/o"]) == 2
     err = capsys.readouterr().err
     assert "expected an integer" in err and "(100002 characters)" in err and len(err) < 2000
+
+
+@pytest.mark.parametrize("setting,code,words", [
+    ("k" * 100_000 + "=1", 2, "unknown key"),
+    ("teacher.model=" + "zz" * 50_000 + ":f", 2, "cannot import module"),
+    ("name=" + "<" * 100_000, 2, "name: expected 1 to 100 letters"),
+    ("data.source=imagefolder:/" + "d" * 100_000, 3, "path too long"),
+], ids=["unknown-key", "model", "name", "imagefolder-path"])
+def test_every_long_value_is_truncated_in_its_error(tmp_path, capsys, setting, code, words):
+    """Whatever the message, a quoted value of 100,000 characters is shortened (one place: EdgekdError), and
+    nothing is written."""
+    out = tmp_path / "o"
+    assert main(["run", "--out", str(out), "-q", "--set", setting]) == code
+    err = capsys.readouterr().err
+    _one_error(err, words)
+    assert "characters" in err and len(err) < 2000, len(err)
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------------- 4. bundle integrity is complete
@@ -216,17 +293,20 @@ def test_external_data_in_a_subfolder_is_bundled_and_covered(tmp_path):
         load_bundle(bundle)
 
 
-@pytest.mark.parametrize("intruder", ["weights/evil.bin", "notes.txt", "link"])
+@pytest.mark.parametrize("intruder", ["weights/evil.bin", "notes.txt", "link", "fifo"])
 def test_unlisted_files_and_links_anywhere_in_a_bundle_are_refused(tmp_path, intruder):
     from edgekd.deploy.errors import ChecksumMismatch
     from edgekd.deploy.runtime import load_bundle
 
     bundle = _external_bundle(tmp_path)
+    words = {"link": "symlink", "fifo": "not a plain file"}.get(intruder, "not covered by SHA256SUMS")
     if intruder == "link":
         (bundle / "link").symlink_to(bundle / "model.json")
+    elif intruder == "fifo":
+        os.mkfifo(bundle / "weights" / "pipe")
     else:
         (bundle / intruder).write_bytes(b"\0" * 16)
-    with pytest.raises(ChecksumMismatch, match="symlink" if intruder == "link" else "not covered by SHA256SUMS"):
+    with pytest.raises(ChecksumMismatch, match=words):
         load_bundle(bundle)
 
 
@@ -375,7 +455,11 @@ def test_an_npz_that_declares_gigabytes_is_refused_from_its_header(tmp_path, tin
     (["train.lr=.nan"], 2, "expected a finite number"),
     (["bench.min_runs=0"], 2, "outside [1"),
     (["bundle.tolerance=-0.1"], 2, "outside [0.0, 1.0]"),
-])
+    (["seed=-1"], 2, "seed: -1 is outside [0, 4294967295]"),
+    (["seed=99999999999999"], 2, "seed: 99999999999999 is outside [0, 4294967295]"),
+    (["name=" + "n" * 300], 2, "name: expected 1 to 100 letters"),
+    (["name=../../escape"], 2, "name: expected 1 to 100 letters"),
+], ids=["limit", "lr", "min_runs", "tolerance", "seed-negative", "seed-huge", "name-long", "name-path"])
 def test_degenerate_values_are_refused_before_any_work(tmp_path, capsys, sets, code, words):
     out = tmp_path / "o"
     assert main(["run", "--out", str(out), "-q", *_sets(sets)]) == code
@@ -459,9 +543,53 @@ def test_out_of_memory_is_exit_8(capsys):
     assert "out of memory" in translated.message
 
 
+def test_an_onnx_runtime_allocation_failure_is_exit_8(tiny_run):
+    """ONNX Runtime's arena running out (a batch too large for the memory limit) is out of resources, not a
+    refused input."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (1_500_000_000, 1_500_000_000))
+
+    cmd = [sys.executable, "-m", "edgekd.cli", "bench", str(tiny_run / "bundle"), "--batch", "200000",
+           "--min-runs", "2", "--min-time-s", "0.01", "--warmup-s", "0"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, preexec_fn=limit)
+    assert proc.returncode == 8, proc.stderr
+    _one_error(proc.stderr, "out of memory in ONNX Runtime")
+    assert "smaller batch" in proc.stderr
+
+
+def test_verify_without_the_onnx_package_is_exit_7(tiny_run, tmp_path):
+    from tests.conftest import blocked_env
+
+    proc = run_cli("verify", str(tiny_run / "bundle"), env=blocked_env(tmp_path, "onnx"), timeout=120)
+    assert proc.returncode == 7, proc.stderr
+    _one_error(proc.stderr, "needs the Python package 'onnx'")
+
+
 def test_unwritable_output_folder_is_exit_3(tmp_path, capsys):
     assert main(["run", "--out", "/sys/edgekd-cannot-write", "-q", *_sets(TINY)]) == 3
     _one_error(capsys.readouterr().err, "cannot write or read")
+
+
+@pytest.mark.parametrize("argv", [
+    ["report", "{run}/results.json", "--out", "{afile}/rep"],
+    ["bundle", "{run}", "--out", "{afile}/b"],
+    ["export", "{run}", "--out", "{afile}/x"],
+    ["quantize", "{run}/onnx/student.onnx", "--mode", "dynamic", "--out", "{afile}/q.onnx"],
+    ["bench", "{run}/bundle", "--min-runs", "2", "--min-time-s", "0.01", "--warmup-s", "0", "--json", "{afile}/b.json"],
+    ["run", "--out", "{afile}/x", "-q"],
+    ["report", "{run}/results.json", "--out", "/proc/edgekd-cannot-write"],
+], ids=["report", "bundle", "export", "quantize", "bench", "run", "report-proc"])
+def test_an_out_path_below_a_file_is_exit_3(tiny_run, tmp_path, capsys, argv):
+    afile = tmp_path / "afile"
+    afile.write_text("hi")
+    extra = _sets(TINY) if argv[0] == "run" else []
+    assert main([a.format(run=tiny_run, afile=afile) for a in argv] + extra) == 3
+    err = capsys.readouterr().err
+    _one_error(err, "is a file" if "proc" not in argv[-1] else "cannot write or read /proc/edgekd-cannot-write")
+    assert afile.read_text() == "hi"
 
 
 def test_a_corrupt_image_is_named(tmp_path, capsys):

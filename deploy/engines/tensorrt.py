@@ -195,18 +195,21 @@ def trtexec_plan(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, p
     for TensorRT 8.x (JetPack 5). For FP16 from an FP32 model the FP16 ONNX a strongly typed build needs is
     written beside the engine (``ENGINE.fp16.onnx``) — copy it to the device with the command.
     """
+    from edgekd.deploy.fileio import refuse_foreign
     from edgekd.deploy.runtime.intake import check_model
 
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     have = check_model(onnx_path).precision
+    name, lo, opt, hi = batch_profile(onnx_path, input_name, min_batch, opt_batch, max_batch)  # checks first
     typed = onnx_path
     if precision == "fp16" and have == "fp32":
         from edgekd.deploy.quantize import convert_fp16
 
-        typed = Path(convert_fp16(onnx_path, engine_path.with_name(engine_path.name + ".fp16.onnx")).path)
+        side = engine_path.with_name(engine_path.name + ".fp16.onnx")
+        refuse_foreign(side, "the FP16 model beside --out,")
+        typed = Path(convert_fp16(onnx_path, side).path)
     else:
         prepare_onnx(onnx_path, precision, STRONGLY_TYPED, engine_path.parent)  # validates, no conversion
-    name, lo, opt, hi = batch_profile(onnx_path, input_name, min_batch, opt_batch, max_batch)
     common = dict(input_name=name, min_shape=lo, opt_shape=opt, max_shape=hi, workspace_mb=workspace_mb,
                   timing_cache=timing_cache)
     return {"strongly_typed": trtexec_command(typed, engine_path, precision, strongly_typed=True, **common),

@@ -108,7 +108,8 @@ def read_sums(folder: Path) -> dict[str, str]:
 
 
 def bundle_files(folder: Path) -> list[str]:
-    """Every entry under ``folder`` (relative, POSIX), subfolders included; symlinks are refused."""
+    """Every file under ``folder`` (relative, POSIX), subfolders included; symlinks and anything that is not a
+    plain file or folder (a FIFO, a socket, a device) are refused."""
     out = []
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
@@ -117,6 +118,9 @@ def bundle_files(folder: Path) -> list[str]:
                                    hint="copy the bundle again without links (cp -rL, or edgekd bundle)")
         if path.is_file():
             out.append(rel)
+        elif not path.is_dir():
+            raise ChecksumMismatch(f"{folder} holds {rel}, which is not a plain file (a pipe, socket or device): "
+                                   "bundles hold plain files only", hint="remove it, or copy the bundle again")
     return out
 
 

@@ -63,13 +63,17 @@ def export_candidates(recipe, splits, folder: Path) -> list[Exported]:
         >>> files = export_candidates(recipe, load_data(recipe.data), Path("candidates"))  # doctest: +SKIP
     """
     from edgekd.benchmarks.profile import describe, structural_signature
+    from edgekd.deploy.fileio import refuse_foreign
     from edgekd.deploy.runtime.onnxinfo import read_onnx
     from edgekd.models import count_params
 
+    paths = [Path(folder) / f"{i:02d}-{_slug(candidate_name(c))}.onnx" for i, c in enumerate(recipe.students.candidates)]
+    for path in paths:  # every file checked before the first is written
+        refuse_foreign(path, "--export-candidates")
     out = []
-    for i, c in enumerate(recipe.students.candidates):
+    for i, (c, path) in enumerate(zip(recipe.students.candidates, paths, strict=True)):
         name = candidate_name(c)
-        path, model = _export_one(recipe, splits, c, Path(folder) / f"{i:02d}-{_slug(name)}.onnx")
+        path, model = _export_one(recipe, splits, c, path)
         info = read_onnx(path)
         out.append(Exported(i, name, c.model, path, count_params(model), structural_signature(info),
                             describe(info)))
@@ -96,7 +100,7 @@ def _export_one(recipe, splits, c, path: Path):
     cached = cache_dir() / "candidates" / f"{key}.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
     if cached.is_file() and not (c.checkpoint or c.weights):
-        shutil.copyfile(cached, path)
+        atomic_write_via(path, lambda tmp: shutil.copyfile(cached, tmp))
         return path, model
     export_onnx(model.cpu().eval(), torch.zeros(1, *splits.input_shape), path, opset=e.opset, exporter=e.exporter,
                 fallback=e.fallback)
